@@ -1,0 +1,9 @@
+"""Wall-clock time in epoch milliseconds: the one place kodo reads the clock."""
+
+from __future__ import annotations
+
+import time
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

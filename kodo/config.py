@@ -1,0 +1,106 @@
+"""Settings, read once from the environment. Owns every environment variable kodo reads.
+
+Parsing rules follow the original: integers must be whole numbers, booleans are true/1/false/0,
+and an empty string means "use the default". Must not import flask, celery or psycopg.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from kodo.errors import ConfigError
+
+
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
+    """Read an integer variable; raise ConfigError('invalid integer env value: X') when malformed."""
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ConfigError(f"invalid integer env value: {raw}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"invalid integer env value: {raw} ({name} must be >= {minimum})")
+    return value
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """Read a boolean variable (true/1/false/0, any case)."""
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise ConfigError(f"invalid boolean env value: {raw}")
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _raw(env, name)
+    return default if raw is None else raw
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    explicit = _raw(env, "KODO_DATABASE_URL")
+    if explicit is not None:
+        return explicit
+    host = env_str(env, "DB_HOST", "127.0.0.1")
+    port = env_int(env, "DB_PORT", 5432, minimum=1)
+    user = env_str(env, "DB_USER", "postgres")
+    password = _raw(env, "DB_PASSWORD")
+    name = env_str(env, "APP_DB_NAME", "app_local")
+    auth = quote(user) if password is None else f"{quote(user)}:{quote(password)}"
+    return f"postgresql://{auth}@{host}:{port}/{name}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob kodo reads, resolved once. Build with `Settings.from_env()`."""
+
+    database_url: str
+    broker_url: str
+    app_version: str
+    port: int
+    admin_port: int
+    lease_ms: int
+    reconcile_interval_ms: int
+    republish_after_ms: int
+    db_pool_max: int
+    embedded_reconciler: bool
+    wf_sleep_ms: int
+
+    @property
+    def heartbeat_ms(self) -> int:
+        """Leases are renewed four times per lease period, so one missed beat never loses a lease."""
+        return max(self.lease_ms // 4, 50)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        version = _raw(e, "KODO_APP_VERSION") or _raw(e, "DBOS__APPVERSION") or "v1"
+        return cls(
+            database_url=_database_url(e),
+            broker_url=env_str(e, "KODO_BROKER_URL", "redis://127.0.0.1:6379/0"),
+            app_version=version,
+            port=env_int(e, "PORT", 3001, minimum=1),
+            admin_port=env_int(e, "ADMIN_PORT", 3002, minimum=1),
+            lease_ms=env_int(e, "KODO_LEASE_MS", 5000, minimum=200),
+            reconcile_interval_ms=env_int(e, "KODO_RECONCILE_MS", 500, minimum=20),
+            republish_after_ms=env_int(e, "KODO_REPUBLISH_AFTER_MS", 3000, minimum=100),
+            db_pool_max=env_int(e, "KODO_DB_POOL_MAX", 10, minimum=1),
+            embedded_reconciler=env_bool(e, "KODO_EMBEDDED_RECONCILER", True),
+            wf_sleep_ms=env_int(e, "WF_SLEEP_MS", 5000, minimum=0),
+        )

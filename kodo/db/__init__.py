@@ -1,0 +1,1 @@
+"""Postgres adapter: the connection pool, the named queries and the migration runner."""

@@ -1,0 +1,42 @@
+-- name: wake_due_timers
+-- Timers that are due (durable sleep, receive timeouts): clear the wait and hand back the rows to
+-- publish. Atomic, so each due timer is published by one reconciler even when many run.
+UPDATE dbos.workflow_status SET wait_reason = NULL, wake_at_epoch_ms = NULL,
+    published_at_epoch_ms = %(now)s, updated_at = %(now)s
+WHERE workflow_uuid IN (
+    SELECT workflow_uuid FROM dbos.workflow_status
+    WHERE wait_reason IS NOT NULL AND wake_at_epoch_ms <= %(now)s AND status = 'PENDING'
+      AND application_version = %(app_version)s
+    ORDER BY wake_at_epoch_ms LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING workflow_uuid, queue_name
+
+-- name: next_wake_at
+-- The earliest pending timer of this version (the timer loop sleeps until then).
+SELECT min(wake_at_epoch_ms) AS wake_at FROM dbos.workflow_status
+WHERE wait_reason IS NOT NULL AND wake_at_epoch_ms IS NOT NULL AND status = 'PENDING'
+  AND application_version = %(app_version)s
+
+-- name: republish_stale
+-- Runnable rows nobody has picked up (lost message, dead runner whose lease expired): publish again.
+UPDATE dbos.workflow_status SET published_at_epoch_ms = %(now)s
+WHERE workflow_uuid IN (
+    SELECT workflow_uuid FROM dbos.workflow_status
+    WHERE status IN ('ENQUEUED', 'PENDING') AND application_version = %(app_version)s
+      AND wait_reason IS NULL
+      AND (executor_id IS NULL OR lease_until_epoch_ms < %(now)s)
+      AND coalesce(published_at_epoch_ms, 0) < %(stale_before)s
+    ORDER BY created_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING workflow_uuid, queue_name
+
+-- name: leases_on_host
+-- Leases held by executors on this host (their pid can be checked for liveness).
+SELECT workflow_uuid, executor_id, lease_epoch FROM dbos.workflow_status
+WHERE executor_id LIKE %(host_prefix)s AND status IN ('PENDING', 'CANCELLED', 'ENQUEUED')
+
+-- name: expire_lease
+-- The holder is dead: expire its lease now so the next delivery can take over.
+UPDATE dbos.workflow_status SET lease_until_epoch_ms = 0, published_at_epoch_ms = %(now)s
+WHERE workflow_uuid = %(workflow_uuid)s AND executor_id = %(executor_id)s AND lease_epoch = %(epoch)s
+RETURNING workflow_uuid, queue_name, status

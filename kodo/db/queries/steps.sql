@@ -1,0 +1,22 @@
+-- name: record_step
+-- Checkpoint one operation, fenced by the lease epoch, in one statement: renew the lease, insert the
+-- output only if the fence held, and return the current status (cancel seen at the next boundary).
+WITH renew AS (
+    UPDATE dbos.workflow_status SET lease_until_epoch_ms = %(lease_until)s, updated_at = %(now)s
+    WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
+    RETURNING status
+), ins AS (
+    INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name, output, error,
+        child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms)
+    SELECT %(workflow_uuid)s, %(function_id)s, %(function_name)s, %(output)s, %(error)s,
+           %(child_workflow_id)s, %(started_at)s, %(now)s
+    FROM renew
+    ON CONFLICT (workflow_uuid, function_id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT status FROM renew) AS status, (SELECT count(*) FROM ins) AS inserted
+
+-- name: get_step
+-- One recorded operation (used after a conflicting insert).
+SELECT function_id, function_name, output, error, child_workflow_id FROM dbos.operation_outputs
+WHERE workflow_uuid = %(workflow_uuid)s AND function_id = %(function_id)s

@@ -1,0 +1,164 @@
+-- name: insert_workflow
+-- Create a workflow row; a duplicate id does nothing (the caller then reads the existing row).
+INSERT INTO dbos.workflow_status (
+    workflow_uuid, status, name, queue_name, queue_partition_key, priority, deduplication_id,
+    application_version, inputs, parent_workflow_id, forked_from, max_recovery_attempts,
+    published_at_epoch_ms, created_at, updated_at)
+VALUES (
+    %(workflow_uuid)s, 'ENQUEUED', %(name)s, %(queue_name)s, %(partition_key)s, %(priority)s,
+    %(deduplication_id)s, %(app_version)s, %(inputs)s, %(parent)s, %(forked_from)s,
+    %(max_recovery_attempts)s, %(now)s, %(now)s, %(now)s)
+ON CONFLICT (workflow_uuid) DO NOTHING
+RETURNING workflow_uuid, status, name
+
+-- name: get_workflow
+-- One workflow's row (read-only).
+SELECT workflow_uuid, status, name, queue_name, queue_partition_key, priority, application_version,
+       inputs, output, error, executor_id, lease_epoch, lease_until_epoch_ms, wait_reason,
+       wake_at_epoch_ms, parent_workflow_id, forked_from, recovery_attempts, max_recovery_attempts,
+       noop_deliveries, started_at_epoch_ms, created_at, updated_at
+FROM dbos.workflow_status WHERE workflow_uuid = %(workflow_uuid)s
+
+-- name: claim_workflow
+-- Take the fenced lease (bump lease_epoch) and load the recorded outputs in one round trip.
+-- A takeover of an expired lease counts a recovery attempt; past the maximum the row becomes
+-- MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of being claimed.
+-- Reading outputs in the same statement is safe: every write to operation_outputs also updates this
+-- row (renewing the lease or setting wait_reason), so a concurrent writer makes this claim fail.
+WITH claimed AS (
+    UPDATE dbos.workflow_status SET
+        status = CASE WHEN executor_id IS NOT NULL AND recovery_attempts + 1 > max_recovery_attempts
+                      THEN 'MAX_RECOVERY_ATTEMPTS_EXCEEDED' ELSE 'PENDING' END,
+        executor_id = CASE WHEN executor_id IS NOT NULL AND recovery_attempts + 1 > max_recovery_attempts
+                           THEN NULL ELSE %(executor_id)s END,
+        lease_until_epoch_ms = CASE WHEN executor_id IS NOT NULL
+                                         AND recovery_attempts + 1 > max_recovery_attempts
+                                    THEN NULL ELSE %(lease_until)s END,
+        recovery_attempts = recovery_attempts + CASE WHEN executor_id IS NOT NULL THEN 1 ELSE 0 END,
+        lease_epoch = lease_epoch + 1,
+        started_at_epoch_ms = COALESCE(started_at_epoch_ms, %(now)s),
+        updated_at = %(now)s
+    WHERE workflow_uuid = %(workflow_uuid)s
+      AND status IN ('ENQUEUED', 'PENDING')
+      AND application_version = %(app_version)s
+      AND wait_reason IS NULL
+      AND (executor_id IS NULL OR lease_until_epoch_ms < %(now)s)
+    RETURNING workflow_uuid, status, lease_epoch, name, inputs, parent_workflow_id, recovery_attempts
+)
+SELECT c.*,
+       (SELECT coalesce(json_agg(json_build_object(
+                   'function_id', o.function_id, 'function_name', o.function_name,
+                   'output', o.output, 'error', o.error, 'child_workflow_id', o.child_workflow_id)),
+                '[]'::json)
+        FROM dbos.operation_outputs o WHERE o.workflow_uuid = c.workflow_uuid) AS recorded
+FROM claimed c
+
+-- name: count_noop_delivery
+-- A delivery that could not claim: count it on the row and say why (status, lease holder, wait).
+UPDATE dbos.workflow_status SET noop_deliveries = noop_deliveries + 1
+WHERE workflow_uuid = %(workflow_uuid)s
+RETURNING status, executor_id, lease_epoch, lease_until_epoch_ms, wait_reason, application_version
+
+-- name: check_boundary
+-- The step-boundary check: current status and lease epoch (cancel and zombie detection).
+SELECT status, lease_epoch, executor_id FROM dbos.workflow_status WHERE workflow_uuid = %(workflow_uuid)s
+
+-- name: lock_own
+-- Lock our own row, fenced, before checking a wait condition (pairs with the wakers' lock_workflow).
+SELECT status FROM dbos.workflow_status
+WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
+FOR NO KEY UPDATE
+
+-- name: lock_workflow
+-- A waker locks the waiter's row before writing the condition it waits for (no lost wake-ups).
+SELECT status, queue_name, application_version, parent_workflow_id FROM dbos.workflow_status
+WHERE workflow_uuid = %(workflow_uuid)s
+FOR NO KEY UPDATE
+
+-- name: park_workflow
+-- Release the lease and wait; a timer (wake_at), message or child completion republishes the run.
+UPDATE dbos.workflow_status SET wait_reason = %(reason)s, wake_at_epoch_ms = %(wake_at)s,
+    executor_id = NULL, lease_until_epoch_ms = NULL, updated_at = %(now)s
+WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
+  AND status = 'PENDING'
+RETURNING workflow_uuid
+
+-- name: notify_timer
+-- Tell the timer loops a new wake-up time exists (delivered at commit).
+SELECT pg_notify('kodo_timer', %(wake_at)s::text)
+
+-- name: complete_workflow
+-- Terminal write, fenced. Cancel wins: a CANCELLED row is not overwritten.
+UPDATE dbos.workflow_status SET status = %(status)s, output = %(output)s, error = %(error)s,
+    executor_id = NULL, lease_until_epoch_ms = NULL, wait_reason = NULL, wake_at_epoch_ms = NULL,
+    updated_at = %(now)s
+WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
+  AND status = 'PENDING'
+RETURNING parent_workflow_id
+
+-- name: wake_parent
+-- After a child finished: wake the parent if it waits for this child, or for all children and none
+-- is left running. The caller holds the parent's row lock (lock_workflow) from before the child's write.
+UPDATE dbos.workflow_status p SET wait_reason = NULL, wake_at_epoch_ms = NULL,
+    published_at_epoch_ms = %(now)s, updated_at = %(now)s
+WHERE p.workflow_uuid = %(parent)s AND p.status = 'PENDING'
+  AND (p.wait_reason = 'child:' || %(child)s
+       OR (p.wait_reason = 'children' AND NOT EXISTS (
+             SELECT 1 FROM dbos.workflow_status c
+             WHERE c.parent_workflow_id = p.workflow_uuid AND c.status IN ('ENQUEUED', 'PENDING'))))
+RETURNING p.workflow_uuid, p.queue_name
+
+-- name: release_lease
+-- Give up the lease without finishing (cancel observed at a boundary).
+UPDATE dbos.workflow_status SET executor_id = NULL, lease_until_epoch_ms = NULL, updated_at = %(now)s
+WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
+RETURNING workflow_uuid
+
+-- name: renew_leases
+-- Heartbeat: extend every lease this executor holds.
+UPDATE dbos.workflow_status SET lease_until_epoch_ms = %(lease_until)s
+WHERE executor_id = %(executor_id)s
+RETURNING workflow_uuid, lease_epoch
+
+-- name: child_states
+-- The children of a parent, for fan-in checks.
+SELECT workflow_uuid, status, output, error FROM dbos.workflow_status
+WHERE parent_workflow_id = %(parent)s
+
+-- name: cancel_workflow
+-- Cancel is a status transition; the runner stops at its next step boundary. The lease stays with
+-- the runner (if any) so a quick resume cannot start a second runner beside it.
+UPDATE dbos.workflow_status SET status = 'CANCELLED', wait_reason = NULL, wake_at_epoch_ms = NULL,
+    updated_at = %(now)s
+WHERE workflow_uuid = %(workflow_uuid)s AND status IN ('ENQUEUED', 'PENDING')
+RETURNING workflow_uuid
+
+-- name: resume_workflow
+-- Continue the same id from its checkpoints. A row whose old runner still holds the lease goes back to
+-- PENDING (that runner simply carries on); otherwise it is ENQUEUED and republished.
+UPDATE dbos.workflow_status SET
+    status = CASE WHEN executor_id IS NULL THEN 'ENQUEUED' ELSE 'PENDING' END,
+    recovery_attempts = 0, wait_reason = NULL, wake_at_epoch_ms = NULL,
+    published_at_epoch_ms = %(now)s, updated_at = %(now)s
+WHERE workflow_uuid = %(workflow_uuid)s
+  AND status IN ('CANCELLED', 'ENQUEUED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+RETURNING workflow_uuid, queue_name
+
+-- name: max_function_id
+-- Highest recorded function id of a workflow (fork bound).
+SELECT coalesce(max(function_id), 0) AS max_id FROM dbos.operation_outputs
+WHERE workflow_uuid = %(workflow_uuid)s
+
+-- name: fork_copy_outputs
+-- Copy the recorded outputs before step N into a forked workflow.
+INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name, output, error,
+    child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms)
+SELECT %(new_workflow_uuid)s, function_id, function_name, output, error, child_workflow_id,
+       started_at_epoch_ms, completed_at_epoch_ms
+FROM dbos.operation_outputs WHERE workflow_uuid = %(workflow_uuid)s AND function_id < %(start_step)s
+
+-- name: list_steps
+-- Recorded operations of a workflow, in order.
+SELECT function_id, function_name, output, error, child_workflow_id, started_at_epoch_ms,
+       completed_at_epoch_ms
+FROM dbos.operation_outputs WHERE workflow_uuid = %(workflow_uuid)s ORDER BY function_id

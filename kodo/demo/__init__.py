@@ -1,0 +1,1 @@
+"""Proof workflows used by the durability runbooks (crash demo)."""

@@ -1,0 +1,86 @@
+"""The kodo error tree. Each error has a stable `code`; `kodo.api.errors` maps them to HTTP once.
+
+    KodoError
+    ├── ConfigError               bad environment value (process refuses to start)
+    ├── NotFoundError             a workflow, message destination or resource does not exist
+    ├── ConflictError             an operation is not allowed in the current status
+    ├── ValidationError           a request failed its schema or a precondition
+    ├── NonDeterminismError       replay found a different step at a recorded function_id
+    └── UnknownWorkflowError      no workflow is registered under a recorded name
+
+    WorkflowInterrupt (BaseException: must never be swallowed by `except Exception`)
+    ├── Parked                    the workflow released its lease to wait (sleep, message, children)
+    ├── Cancelled                 the workflow was cancelled; stop at this step boundary
+    └── Preempted                 our lease epoch is stale: another runner owns the workflow
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KodoError(Exception):
+    """Base of every expected kodo error."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+
+class ConfigError(KodoError):
+    code = "config_error"
+
+
+class NotFoundError(KodoError):
+    code = "not_found"
+
+
+class ConflictError(KodoError):
+    code = "conflict"
+
+
+class ValidationError(KodoError):
+    code = "validation_error"
+
+
+class NonDeterminismError(KodoError):
+    code = "non_determinism"
+
+
+class UnknownWorkflowError(KodoError):
+    code = "unknown_workflow"
+
+
+class RecordedStepError(KodoError):
+    """Replays a recorded step failure whose exception class cannot be rebuilt."""
+
+    code = "step_failed"
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}", type_name=type_name)
+        self.type_name = type_name
+
+
+class WorkflowInterrupt(BaseException):  # noqa: N818 - control flow, not an error
+    """Unwinds a workflow function without marking it failed."""
+
+
+class Parked(WorkflowInterrupt):
+    """The workflow is waiting; its lease is released and a waker will republish it."""
+
+
+class Cancelled(WorkflowInterrupt):
+    """The workflow's status became CANCELLED; it stops at the step boundary."""
+
+
+class Preempted(WorkflowInterrupt):
+    """Our lease epoch is stale (a zombie or duplicate delivery); stop without writing anything."""
+
+
+class ChildWorkflowError(KodoError):
+    """A child workflow ended CANCELLED or MAX_RECOVERY_ATTEMPTS_EXCEEDED (no error of its own)."""
+
+    code = "child_failed"

@@ -1,0 +1,43 @@
+"""Named fault points for crash tests (DBOS's debug-trigger idea). No-ops unless KODO_FAULTS is set.
+
+`KODO_FAULTS="step.committed@mark"` arms the point `step.committed` for operations named `mark`
+(`*` matches any). When an armed point is reached the process writes `<point>@<name>` to the file
+named by KODO_FAULT_FILE (if set), flushes it, and then hangs, so a test can `kill -9` the worker at
+exactly that instruction. Each point is used at exactly one call site.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+STEP_STARTED = "step.started"  # inside a step: boundary checked, function not yet run
+STEP_COMMITTED = "step.committed"  # right after a step's checkpoint committed
+WORKFLOW_PARKED = "workflow.parked"  # right after a wait was committed (lease released)
+
+ALL_POINTS = (STEP_STARTED, STEP_COMMITTED, WORKFLOW_PARKED)
+
+
+def _armed() -> list[tuple[str, str]]:
+    spec = os.environ.get("KODO_FAULTS", "").strip()
+    out: list[tuple[str, str]] = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        point, _, name = item.partition("@")
+        if point not in ALL_POINTS:
+            raise ValueError(f"unknown fault point {point!r}; known: {', '.join(ALL_POINTS)}")
+        out.append((point, name or "*"))
+    return out
+
+
+def reached(point: str, name: str) -> None:
+    """Hang here (awaiting SIGKILL) if `point` is armed for `name`; otherwise return at once."""
+    if "KODO_FAULTS" not in os.environ:
+        return
+    for armed_point, armed_name in _armed():
+        if armed_point == point and armed_name in ("*", name):
+            marker = os.environ.get("KODO_FAULT_FILE")
+            if marker:
+                with open(marker, "a", encoding="utf-8") as fh:
+                    fh.write(f"{point}@{name} pid={os.getpid()}\n")
+            while True:  # the test kills us here
+                time.sleep(3600)

@@ -1,0 +1,49 @@
+"""Wiring: one place that builds the engine, client and reconciler from Settings.
+
+Each entrypoint (API, Celery worker, ops CLI) builds its own Runtime; nothing is global except the
+Celery app object that Celery requires.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+
+from celery import Celery
+
+from kodo.config import Settings
+from kodo.db.pool import Database
+from kodo.dispatch import CeleryDispatcher, producer_app
+from kodo.workflow.client import Client
+from kodo.workflow.engine import Engine
+from kodo.workflow.reconciler import Reconciler
+
+# Modules whose import registers workflows. Workers and the API import the same list, so both know
+# every workflow name (the API needs the names and queues to start them).
+DEFAULT_WORKFLOW_MODULES = ("kodo.demo.crashdemo",)
+
+
+def import_workflow_modules() -> None:
+    extra = [m.strip() for m in os.environ.get("KODO_WORKFLOW_MODULES", "").split(",") if m.strip()]
+    for name in (*DEFAULT_WORKFLOW_MODULES, *extra):
+        importlib.import_module(name)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    engine: Engine
+    client: Client
+
+    @classmethod
+    def build(cls, settings: Settings | None = None, celery_app: Celery | None = None) -> Runtime:
+        settings = settings or Settings.from_env()
+        import_workflow_modules()
+        db = Database(settings.database_url, settings.db_pool_max)
+        engine = Engine(settings, db, CeleryDispatcher(celery_app or producer_app(settings)))
+        return cls(settings=settings, db=db, engine=engine, client=Client(engine))
+
+    def reconciler(self) -> Reconciler:
+        return Reconciler(self.settings, self.db, self.engine.dispatcher)

@@ -1,0 +1,38 @@
+"""The durable workflow layer: declare workflows and steps, and the calls a workflow body may make.
+
+    from kodo import workflow as wf
+
+    @wf.step()
+    def fetch(url: str) -> str: ...
+
+    @wf.workflow(queue="intentQ")
+    def pipeline(url: str) -> str:
+        body = fetch(url)       # checkpointed; replayed on re-execution
+        wf.sleep(5)             # durable; holds no worker while it waits
+        return body
+"""
+
+from kodo.workflow.context import (
+    current_workflow_id,
+    get_result,
+    recv,
+    send,
+    sleep,
+    start_child,
+    wait_children,
+)
+from kodo.workflow.registry import RetryPolicy, step, transaction, workflow
+
+__all__ = [
+    "RetryPolicy",
+    "current_workflow_id",
+    "get_result",
+    "recv",
+    "send",
+    "sleep",
+    "start_child",
+    "step",
+    "transaction",
+    "wait_children",
+    "workflow",
+]

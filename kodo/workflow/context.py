@@ -1,0 +1,102 @@
+"""The calls a workflow body makes. Each routes to the current Execution (a contextvar).
+
+Outside a workflow, steps and transactions simply run, and `sleep` sleeps; the other calls need a
+workflow and raise RuntimeError.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from kodo.workflow.registry import RetryPolicy, WorkflowDef
+
+if TYPE_CHECKING:
+    from kodo.workflow.execution import Execution
+
+_current: ContextVar[Execution | None] = ContextVar("kodo_execution", default=None)
+DEFAULT_TOPIC = "__default__"
+
+
+def current() -> Execution | None:
+    return _current.get()
+
+
+def _require(what: str) -> Execution:
+    ex = _current.get()
+    if ex is None:
+        raise RuntimeError(f"{what} can only be called inside a workflow")
+    return ex
+
+
+def current_workflow_id() -> str:
+    return _require("current_workflow_id()").workflow_id
+
+
+def step_attempt() -> int:
+    """1-based attempt number of the step now running (retries count up)."""
+    return _require("step_attempt()").step_attempt
+
+
+def run_step(
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    retry: RetryPolicy | None,
+) -> Any:
+    ex = _current.get()
+    if ex is None:
+        return fn(*args, **kwargs)
+    return ex.run_step(name, fn, args, kwargs, retry)
+
+
+def run_transaction(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    ex = _current.get()
+    if ex is None:
+        raise RuntimeError(f"transaction {name} can only run inside a workflow (it needs the checkpoint tx)")
+    return ex.run_transaction(name, fn, args, kwargs)
+
+
+def sleep(seconds: float) -> None:
+    """Durable sleep: the wake-up time is recorded; the worker is released until it is due."""
+    ex = _current.get()
+    if ex is None:
+        time.sleep(seconds)
+        return
+    ex.sleep(seconds)
+
+
+def recv(topic: str = DEFAULT_TOPIC, timeout_s: float = 60.0) -> Any:
+    """Receive the next message on `topic` (consumed exactly once), or None after `timeout_s`."""
+    return _require("recv()").recv(topic, timeout_s)
+
+
+def send(destination: str, message: Any, topic: str = DEFAULT_TOPIC) -> None:
+    """Send a durable message to another workflow (exactly once per call site)."""
+    _require("send()").send(destination, message, topic)
+
+
+def start_child(
+    wf: WorkflowDef[..., Any],
+    *args: Any,
+    workflow_id: str | None = None,
+    queue: str | None = None,
+    partition_key: str | None = None,
+    **kwargs: Any,
+) -> str:
+    """Start a child workflow (idempotent); returns its id."""
+    return _require("start_child()").start_child(wf, args, kwargs, workflow_id, queue, partition_key)
+
+
+def get_result(child_id: str) -> Any:
+    """Wait (without holding a worker) for a child to finish; return its output or raise its error."""
+    return _require("get_result()").get_result(child_id)
+
+
+def wait_children() -> list[dict[str, Any]]:
+    """Wait until every child of this workflow finished; returns their ids, statuses and outputs."""
+    return _require("wait_children()").wait_children()

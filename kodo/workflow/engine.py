@@ -1,0 +1,219 @@
+"""The engine: claim a workflow (fenced lease), run its body with replay, write its outcome.
+
+`Engine.execute(workflow_id)` is all a Celery task calls. Any delivery may be a duplicate: a
+delivery that cannot claim is a counted no-op (`noop_deliveries`), never a second runner.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from kodo import clock
+from kodo.config import Settings
+from kodo.db.pool import Conn, Database
+from kodo.db.queries import Q
+from kodo.dispatch import Dispatcher
+from kodo.errors import Cancelled, KodoError, Parked, Preempted
+from kodo.workflow import context, executor, serde
+from kodo.workflow.execution import Execution
+from kodo.workflow.registry import REGISTRY, Registry, WorkflowDef
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one delivery did: success | error | parked | cancelled | preempted | noop | exceeded."""
+
+    kind: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.detail}" if self.detail else self.kind
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        dispatcher: Dispatcher,
+        registry: Registry = REGISTRY,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.dispatcher = dispatcher
+        self.registry = registry
+        self.heartbeat = executor.Heartbeat(db, settings.lease_ms, settings.heartbeat_ms)
+
+    @property
+    def executor_id(self) -> str:
+        return executor.executor_id()
+
+    # ---- starting and publishing -------------------------------------------------------------
+
+    def insert_workflow(
+        self,
+        c: Conn,
+        wf: WorkflowDef[Any, Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        workflow_id: str,
+        queue: str | None = None,
+        partition_key: str | None = None,
+        parent: str | None = None,
+        priority: int = 0,
+        deduplication_id: str | None = None,
+        app_version: str | None = None,
+        max_recovery_attempts: int | None = None,
+        forked_from: str | None = None,
+    ) -> bool:
+        """Insert the workflow row inside the caller's transaction. False if the id already exists."""
+        definition = self.registry.get(wf) if isinstance(wf, str) else wf
+        row = c.execute(
+            Q["insert_workflow"],
+            {
+                "workflow_uuid": workflow_id,
+                "name": definition.name,
+                "queue_name": queue or definition.queue,
+                "partition_key": partition_key,
+                "priority": priority,
+                "deduplication_id": deduplication_id,
+                "app_version": app_version or self.settings.app_version,
+                "inputs": serde.encode_inputs(args, kwargs),
+                "parent": parent,
+                "forked_from": forked_from,
+                "max_recovery_attempts": (
+                    definition.max_recovery_attempts if max_recovery_attempts is None else max_recovery_attempts
+                ),
+                "now": clock.now_ms(),
+            },
+        ).fetchone()
+        return row is not None
+
+    def publish(self, workflow_id: str, queue: str) -> None:
+        """Ring the doorbell. A failed publish is not lost work: the reconciler republishes the row."""
+        try:
+            self.dispatcher.publish(workflow_id, queue)
+        except Exception:
+            log.warning("publish of %s to %s failed; the reconciler will retry", workflow_id, queue, exc_info=True)
+
+    # ---- executing ---------------------------------------------------------------------------
+
+    def _claim(self, workflow_id: str) -> dict[str, Any] | None:
+        now = clock.now_ms()
+        params = {
+            "workflow_uuid": workflow_id,
+            "executor_id": self.executor_id,
+            "app_version": self.settings.app_version,
+            "now": now,
+            "lease_until": now + self.settings.lease_ms,
+        }
+        with self.db.conn() as c:
+            row = c.execute(Q["claim_workflow"], params).fetchone()
+            if row is not None:
+                return row
+            why = c.execute(Q["count_noop_delivery"], {"workflow_uuid": workflow_id}).fetchone()
+            if why is None or not executor.is_local_and_dead(why["executor_id"]):
+                log.info("no-op delivery of %s: %s", workflow_id, _noop_reason(why))
+                return None
+            # The holder was a process on this host that died (kill -9): take over now rather than
+            # after the lease runs out. The takeover counts a recovery attempt in claim_workflow.
+            c.execute(
+                Q["expire_lease"],
+                {"workflow_uuid": workflow_id, "executor_id": why["executor_id"],
+                 "epoch": why["lease_epoch"], "now": now},
+            )
+            return c.execute(Q["claim_workflow"], params).fetchone()
+
+    def execute(self, workflow_id: str) -> Outcome:
+        """Run one delivery of `workflow_id` to its end, its next wait, or a no-op."""
+        row = self._claim(workflow_id)
+        if row is None:
+            return Outcome("noop")
+        if row["status"] == "MAX_RECOVERY_ATTEMPTS_EXCEEDED":
+            log.warning("%s exceeded its recovery attempts (%s)", workflow_id, row["recovery_attempts"])
+            return Outcome("exceeded")
+        ex = Execution(self, workflow_id, int(row["lease_epoch"]), row["recorded"], row["parent_workflow_id"])
+        self.heartbeat.hold()
+        token = context._current.set(ex)
+        try:
+            return self._run_body(ex, row)
+        finally:
+            context._current.reset(token)
+            self.heartbeat.release()
+
+    def _run_body(self, ex: Execution, row: dict[str, Any]) -> Outcome:
+        try:
+            wf = self.registry.get(row["name"])
+            args, kwargs = serde.decode_inputs(row["inputs"])
+            result = wf.fn(*args, **kwargs)
+            output = serde.dumps(result)
+        except Parked:
+            return Outcome("parked")
+        except Cancelled:
+            self._release(ex)
+            return Outcome("cancelled")
+        except Preempted:
+            log.info("%s: lease epoch %s is stale; stopped without writing", ex.workflow_id, ex.epoch)
+            return Outcome("preempted")
+        except psycopg.OperationalError:
+            raise  # the database is unreachable: the lease lapses and the run is recovered later
+        except Exception as exc:
+            if not isinstance(exc, KodoError):
+                log.info("%s failed: %r", ex.workflow_id, exc)
+            return self._complete(ex, "ERROR", None, serde.encode_error(exc))
+        return self._complete(ex, "SUCCESS", output, None)
+
+    def _release(self, ex: Execution) -> None:
+        with self.db.conn() as c:
+            c.execute(
+                Q["release_lease"],
+                {"workflow_uuid": ex.workflow_id, "epoch": ex.epoch, "executor_id": ex.executor_id,
+                 "now": clock.now_ms()},
+            )
+
+    def _complete(self, ex: Execution, status: str, output: str | None, error: str | None) -> Outcome:
+        params = {
+            "workflow_uuid": ex.workflow_id,
+            "epoch": ex.epoch,
+            "executor_id": ex.executor_id,
+            "status": status,
+            "output": output,
+            "error": error,
+            "now": clock.now_ms(),
+        }
+        woken: dict[str, Any] | None = None
+        with self.db.tx() as c:
+            if ex.parent is not None:
+                # Lock the parent first: it may be parking on its children right now (see wake_parent).
+                c.execute(Q["lock_workflow"], {"workflow_uuid": ex.parent})
+            done = c.execute(Q["complete_workflow"], params).fetchone()
+            if done is not None and ex.parent is not None:
+                woken = c.execute(
+                    Q["wake_parent"], {"parent": ex.parent, "child": ex.workflow_id, "now": params["now"]}
+                ).fetchone()
+        if done is None:
+            # Cancelled under us, or our lease was taken: give the lease back if it is still ours.
+            self._release(ex)
+            return Outcome("cancelled")
+        if woken is not None:
+            self.publish(woken["workflow_uuid"], woken["queue_name"])
+        return Outcome("success" if status == "SUCCESS" else "error")
+
+
+def _noop_reason(why: dict[str, Any] | None) -> str:
+    if why is None:
+        return "unknown workflow id"
+    if why["status"] not in ("ENQUEUED", "PENDING"):
+        return f"status {why['status']}"
+    if why["wait_reason"]:
+        return f"waiting on {why['wait_reason']}"
+    if why["executor_id"]:
+        return f"leased by {why['executor_id']}"
+    return f"application version {why['application_version']}"

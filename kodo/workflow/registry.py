@@ -1,0 +1,131 @@
+"""Declaring workflows and steps: the decorators and the name -> function registry.
+
+Names are the stable identity recorded in `dbos.workflow_status.name` and
+`dbos.operation_outputs.function_name`; renaming one is a breaking change for in-flight runs.
+Must not import flask, celery or psycopg.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+
+from kodo.errors import UnknownWorkflowError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """In-step retries: `max_attempts` in all, waiting `interval_s * backoff**(n-1)` before retry n.
+
+    `retry_if` decides per exception; by default every Exception is retried.
+    """
+
+    max_attempts: int = 3
+    interval_s: float = 1.0
+    backoff: float = 2.0
+    retry_if: Callable[[Exception], bool] = field(default=lambda exc: True)
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before `attempt` (2, 3, ...)."""
+        return float(self.interval_s * self.backoff ** (attempt - 2))
+
+
+@dataclass(frozen=True)
+class WorkflowDef(Generic[P, R]):
+    """A registered workflow. Calling it runs the body directly; start it with `kodo.workflow.client`."""
+
+    name: str
+    fn: Callable[P, R]
+    queue: str
+    max_recovery_attempts: int
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._workflows: dict[str, WorkflowDef[Any, Any]] = {}
+
+    def add(self, wf: WorkflowDef[Any, Any]) -> None:
+        existing = self._workflows.get(wf.name)
+        if existing is not None and existing.fn is not wf.fn:
+            raise ValueError(f"workflow name {wf.name!r} is registered twice")
+        self._workflows[wf.name] = wf
+
+    def get(self, name: str) -> WorkflowDef[Any, Any]:
+        try:
+            return self._workflows[name]
+        except KeyError:
+            raise UnknownWorkflowError(f"no workflow registered as {name!r}", name=name) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._workflows)
+
+
+REGISTRY = Registry()
+
+
+def workflow(
+    name: str | None = None, *, queue: str = "intentQ", max_recovery_attempts: int = 50
+) -> Callable[[Callable[P, R]], WorkflowDef[P, R]]:
+    """Register a workflow function under `name` (default: module.qualname)."""
+
+    def deco(fn: Callable[P, R]) -> WorkflowDef[P, R]:
+        wf = WorkflowDef(
+            name=name or f"{fn.__module__}.{fn.__qualname__}",
+            fn=fn,
+            queue=queue,
+            max_recovery_attempts=max_recovery_attempts,
+        )
+        REGISTRY.add(wf)
+        return wf
+
+    return deco
+
+
+def step(
+    name: str | None = None, *, retry: RetryPolicy | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A checkpointed step: inside a workflow its result (or error) is recorded and replayed."""
+
+    def deco(fn: Callable[P, R]) -> Callable[P, R]:
+        op_name = name or fn.__qualname__
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            from kodo.workflow import context
+
+            return context.run_step(op_name, fn, args, kwargs, retry=retry)
+
+        return wrapper
+
+    return deco
+
+
+def transaction(
+    name: str | None = None,
+) -> Callable[[Callable[Concatenate[Any, P], R]], Callable[P, R]]:
+    """A step whose database writes commit in the same transaction as its checkpoint.
+
+    The function receives the open connection as its first argument. If the checkpoint's fence fails
+    (another runner owns the workflow) the whole transaction rolls back: exactly-once for SQL effects.
+    """
+
+    def deco(fn: Callable[Concatenate[Any, P], R]) -> Callable[P, R]:
+        op_name = name or fn.__qualname__
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            from kodo.workflow import context
+
+            return context.run_transaction(op_name, fn, args, kwargs)
+
+        return wrapper
+
+    return deco

@@ -1,0 +1,115 @@
+"""Shared fixtures: a dedicated test database and Redis db, real worker subprocesses.
+
+Each test gets its own application version (KODO_APP_VERSION), so workers started by one test never
+run another test's leftovers: the version-parity rule isolates them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from kodo.config import Settings
+from kodo.db import migrate, pool
+from kodo.runtime import Runtime
+from tests.support import procs
+from tests.support.workflows import TEST_EFFECTS_DDL
+
+TEST_DB = os.environ.get("KODO_TEST_DB", "kodo_test")
+TEST_REDIS = os.environ.get("KODO_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+BASE_ENV = {
+    "APP_DB_NAME": TEST_DB,
+    "KODO_BROKER_URL": TEST_REDIS,
+    "KODO_WORKFLOW_MODULES": "tests.support.workflows",
+    "KODO_LEASE_MS": "2000",
+    "KODO_RECONCILE_MS": "200",
+    "KODO_REPUBLISH_AFTER_MS": "1000",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for key in [k for k in os.environ if k.startswith("KODO_") or k == "DBOS__APPVERSION"]:
+        os.environ.pop(key)
+    os.environ.update(BASE_ENV)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_database() -> Iterator[None]:
+    settings = Settings.from_env()
+    migrate.ensure_database(settings.database_url)
+    for schema in ("app", "dbos"):
+        migrate.reset_schema(settings.database_url, schema)
+    with psycopg.connect(settings.database_url, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS public.test_effects")
+        c.execute(TEST_EFFECTS_DDL)
+    redis.Redis.from_url(TEST_REDIS).flushdb()
+    yield
+    pool.close_all()
+
+
+@pytest.fixture
+def version(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    v = "t-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:40] + "-" + uuid.uuid4().hex[:6]
+    monkeypatch.setenv("KODO_APP_VERSION", v)
+    return v
+
+
+@pytest.fixture
+def settings(version: str) -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture
+def rt(settings: Settings) -> Runtime:
+    return Runtime.build(settings)
+
+
+@pytest.fixture
+def worker_env(version: str) -> dict[str, str]:
+    return dict(os.environ)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Callable[..., procs.WorkerProc]]:
+    started: list[procs.WorkerProc] = []
+    count = 0
+
+    def factory(**kwargs: Any) -> procs.WorkerProc:
+        nonlocal count
+        count += 1
+        env = dict(worker_env)
+        env.update(kwargs.pop("env", {}))
+        w = procs.start_worker(tmp_path, kwargs.pop("name", f"w{count}"), env, **kwargs)
+        started.append(w)
+        return w
+
+    yield factory
+    for w in started:
+        w.kill9()
+
+
+@pytest.fixture
+def sql(settings: Settings) -> Callable[..., list[dict[str, Any]]]:
+    """Run one SQL statement against the test database; returns rows as dicts."""
+
+    def run(query: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> list[dict[str, Any]]:
+        with pool.connect(settings.database_url) as c:
+            cur = c.execute(query, params)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    return run
+
+
+def effects_of(sql: Callable[..., list[dict[str, Any]]], workflow_id: str) -> dict[str, int]:
+    rows = sql("SELECT effect, n FROM public.test_effects WHERE workflow_id = %s", (workflow_id,))
+    return {r["effect"]: r["n"] for r in rows}

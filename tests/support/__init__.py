@@ -1,0 +1,1 @@
+"""Test support: workflows the real worker subprocesses import, and process helpers."""

@@ -1,0 +1,76 @@
+"""The Celery app of kodo workers: `celery -A kodo worker -Q intentQ` (or sbxQ, controlQ).
+
+The task is thin: decode the workflow id, hand it to the engine, return what happened. Crash
+semantics (acks_late, reject_on_worker_lost, prefetch 1) are set in `kodo.dispatch.celery_settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from kodo.config import Settings
+from kodo.db import pool
+from kodo.dispatch import QUEUES, RUN_WORKFLOW_TASK, celery_settings
+from kodo.runtime import Runtime
+from kodo.workflow.reconciler import Reconciler
+
+log = logging.getLogger("kodo.worker")
+
+_settings = Settings.from_env()
+app = Celery("kodo")
+app.conf.update(celery_settings(_settings))
+app.conf.task_queues = None
+app.conf.task_create_missing_queues = True
+app.conf.worker_enable_remote_control = True
+
+_runtime: Runtime | None = None
+_reconciler: Reconciler | None = None
+
+
+def runtime() -> Runtime:
+    """This process's runtime (built after fork, so each child has its own pool)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime.build(_settings, celery_app=app)
+    return _runtime
+
+
+@app.task(name=RUN_WORKFLOW_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_workflow(self: Any, workflow_id: str) -> str:
+    outcome = runtime().engine.execute(workflow_id)
+    log.info("%s %s -> %s", RUN_WORKFLOW_TASK, workflow_id, outcome)
+    return str(outcome)
+
+
+@signals.worker_process_init.connect
+def _child_init(**_: Any) -> None:
+    global _runtime
+    _runtime = None  # never share the parent's connections across fork
+
+
+@signals.worker_process_shutdown.connect
+def _child_shutdown(**_: Any) -> None:
+    pool.close_all()
+
+
+@signals.worker_ready.connect
+def _start_reconciler(**_: Any) -> None:
+    """Embedded reconciler in the worker's main process (KODO_EMBEDDED_RECONCILER, default on)."""
+    global _reconciler
+    if not _settings.embedded_reconciler or _reconciler is not None:
+        return
+    from kodo.db.migrate import upgrade
+
+    upgrade(_settings.database_url)
+    _reconciler = runtime().reconciler()
+    _reconciler.start()
+    log.info("embedded reconciler started (version %s, queues %s)", _settings.app_version, ",".join(QUEUES))
+
+
+@signals.worker_shutdown.connect
+def _stop_reconciler(**_: Any) -> None:
+    if _reconciler is not None:
+        _reconciler.stop()
