@@ -37,10 +37,13 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     migrate.upgrade(settings.database_url)
-    rec = _runtime().reconciler()
+    runtime = _runtime()
+    rec = runtime.reconciler()
     if args.once:
         print(json.dumps(rec.sweep().__dict__))
         return 0
+    if args.admin_port:
+        _serve_admin(runtime, args.admin_host, args.admin_port)
     signal.signal(signal.SIGTERM, lambda *_: rec.stop(0))
     print(f"reconciler running (version {settings.app_version}); Ctrl-C to stop", flush=True)
     try:
@@ -48,6 +51,18 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _serve_admin(runtime: Any, host: str, port: int) -> None:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from kodo.api.admin import create_admin_app
+
+    server = make_server(host, port, create_admin_app(runtime), threaded=True)
+    threading.Thread(target=server.serve_forever, name="kodo-admin", daemon=True).start()
+    print(f"admin server on http://{host}:{port} (/healthz, /queues)", flush=True)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_reset)
     rc = sub.add_parser("reconcile", help="run the reconciler (timers, dead leases, lost messages)")
     rc.add_argument("--once", action="store_true", help="one pass, print its counts, exit")
+    rc.add_argument("--admin-port", type=int, default=0, help="also serve the admin API on this port")
+    rc.add_argument("--admin-host", default="127.0.0.1", help="admin bind address (default 127.0.0.1)")
     rc.set_defaults(fn=cmd_reconcile)
     for name, fn, hlp in (
         ("status", cmd_status, "print a workflow's status row"),

@@ -162,3 +162,8 @@ FROM dbos.operation_outputs WHERE workflow_uuid = %(workflow_uuid)s AND function
 SELECT function_id, function_name, output, error, child_workflow_id, started_at_epoch_ms,
        completed_at_epoch_ms
 FROM dbos.operation_outputs WHERE workflow_uuid = %(workflow_uuid)s ORDER BY function_id
+
+-- name: queue_summary
+-- Workflow counts per queue, version and status (admin /queues).
+SELECT queue_name, application_version, status, count(*) AS workflows
+FROM dbos.workflow_status GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
