@@ -1,17 +1,17 @@
 """The kodo error tree. Each error has a stable `code`; `kodo.api.errors` maps them to HTTP once.
 
-    KodoError
-    ├── ConfigError               bad environment value (process refuses to start)
-    ├── NotFoundError             a workflow, message destination or resource does not exist
-    ├── ConflictError             an operation is not allowed in the current status
-    ├── ValidationError           a request failed its schema or a precondition
-    ├── NonDeterminismError       replay found a different step at a recorded function_id
-    └── UnknownWorkflowError      no workflow is registered under a recorded name
+KodoError
+├── ConfigError               bad environment value (process refuses to start)
+├── NotFoundError             a workflow, message destination or resource does not exist
+├── ConflictError             an operation is not allowed in the current status
+├── ValidationError           a request failed its schema or a precondition
+├── NonDeterminismError       replay found a different step at a recorded function_id
+└── UnknownWorkflowError      no workflow is registered under a recorded name
 
-    WorkflowInterrupt (BaseException: must never be swallowed by `except Exception`)
-    ├── Parked                    the workflow released its lease to wait (sleep, message, children)
-    ├── Cancelled                 the workflow was cancelled; stop at this step boundary
-    └── Preempted                 our lease epoch is stale: another runner owns the workflow
+WorkflowInterrupt (BaseException: must never be swallowed by `except Exception`)
+├── Parked                    the workflow released its lease to wait (sleep, message, children)
+├── Cancelled                 the workflow was cancelled; stop at this step boundary
+└── Preempted                 our lease epoch is stale: another runner owns the workflow
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class RecordedStepError(KodoError):
         self.type_name = type_name
 
 
-class WorkflowInterrupt(BaseException):  # noqa: N818 - control flow, not an error
+class WorkflowInterrupt(BaseException):
     """Unwinds a workflow function without marking it failed."""
 
 

@@ -6,6 +6,7 @@ Prints JSON or short lines and nothing else; exit code 0 on success, 1 on a kodo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -46,10 +47,8 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         _serve_admin(runtime, args.admin_host, args.admin_port)
     signal.signal(signal.SIGTERM, lambda *_: rec.stop(0))
     print(f"reconciler running (version {settings.app_version}); Ctrl-C to stop", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         rec.run_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -96,7 +95,9 @@ def cmd_fork(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kodo", description="kodo operator commands")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="create the database if missing and apply migrations").set_defaults(fn=cmd_migrate)
+    sub.add_parser("migrate", help="create the database if missing and apply migrations").set_defaults(
+        fn=cmd_migrate
+    )
     r = sub.add_parser("reset", help="drop schema app or dbos and re-apply migrations")
     r.add_argument("schema", choices=["app", "dbos"])
     r.set_defaults(fn=cmd_reset)

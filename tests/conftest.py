@@ -104,7 +104,7 @@ def sql(settings: Settings) -> Callable[..., list[dict[str, Any]]]:
 
     def run(query: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> list[dict[str, Any]]:
         with pool.connect(settings.database_url) as c:
-            cur = c.execute(query, params)  # type: ignore[arg-type]
+            cur = c.execute(query, params)
             return cur.fetchall() if cur.description else []
 
     return run

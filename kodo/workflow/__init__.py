@@ -1,15 +1,15 @@
 """The durable workflow layer: declare workflows and steps, and the calls a workflow body may make.
 
-    from kodo import workflow as wf
+from kodo import workflow as wf
 
-    @wf.step()
-    def fetch(url: str) -> str: ...
+@wf.step()
+def fetch(url: str) -> str: ...
 
-    @wf.workflow(queue="intentQ")
-    def pipeline(url: str) -> str:
-        body = fetch(url)       # checkpointed; replayed on re-execution
-        wf.sleep(5)             # durable; holds no worker while it waits
-        return body
+@wf.workflow(queue="intentQ")
+def pipeline(url: str) -> str:
+    body = fetch(url)       # checkpointed; replayed on re-execution
+    wf.sleep(5)             # durable; holds no worker while it waits
+    return body
 """
 
 from kodo.workflow.context import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
@@ -52,8 +52,16 @@ class Client:
         wid = workflow_id or str(uuid.uuid4())
         with self.db.tx() as c:
             started = self.start_txn(
-                c, wf, args, kwargs, workflow_id=wid, queue=queue, partition_key=partition_key,
-                priority=priority, deduplication_id=deduplication_id, app_version=app_version,
+                c,
+                wf,
+                args,
+                kwargs,
+                workflow_id=wid,
+                queue=queue,
+                partition_key=partition_key,
+                priority=priority,
+                deduplication_id=deduplication_id,
+                app_version=app_version,
                 max_recovery_attempts=max_recovery_attempts,
             )
         if started.created:
@@ -61,8 +69,14 @@ class Client:
         return started
 
     def start_txn(
-        self, c: Conn, wf: WorkflowDef[Any, Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any],
-        *, workflow_id: str, **options: Any,
+        self,
+        c: Conn,
+        wf: WorkflowDef[Any, Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        workflow_id: str,
+        **options: Any,
     ) -> Started:
         """Insert the workflow row in the caller's transaction (with its product rows).
 
@@ -78,7 +92,9 @@ class Client:
             ) from exc
         return Started(workflow_id, created)
 
-    def publish_started(self, started: Started, wf: WorkflowDef[Any, Any] | str, queue: str | None = None) -> None:
+    def publish_started(
+        self, started: Started, wf: WorkflowDef[Any, Any] | str, queue: str | None = None
+    ) -> None:
         if started.created:
             self.engine.publish(started.workflow_id, self._queue_of(wf, queue))
 
@@ -98,8 +114,13 @@ class Client:
                 raise NotFoundError(f"workflow not found: {destination}", workflow_id=destination)
             inserted = c.execute(
                 Q["insert_notification"],
-                {"message_uuid": idempotency_key or str(uuid.uuid4()), "destination": destination,
-                 "topic": topic, "message": serde.dumps(message), "now": now},
+                {
+                    "message_uuid": idempotency_key or str(uuid.uuid4()),
+                    "destination": destination,
+                    "topic": topic,
+                    "message": serde.dumps(message),
+                    "now": now,
+                },
             ).fetchone()
             woken = c.execute(
                 Q["wake_receiver"], {"destination": destination, "reason": f"recv:{topic}", "now": now}
@@ -111,20 +132,29 @@ class Client:
     def cancel(self, workflow_id: str) -> None:
         """ENQUEUED/PENDING -> CANCELLED; the runner stops at its next step boundary."""
         with self.db.conn() as c:
-            if c.execute(Q["cancel_workflow"], {"workflow_uuid": workflow_id, "now": clock.now_ms()}).fetchone():
+            if c.execute(
+                Q["cancel_workflow"], {"workflow_uuid": workflow_id, "now": clock.now_ms()}
+            ).fetchone():
                 return
         self._conflict("cancel", workflow_id)
 
     def resume(self, workflow_id: str) -> None:
         """CANCELLED/ENQUEUED/MAX_RECOVERY_ATTEMPTS_EXCEEDED -> runs again under the same id."""
         with self.db.conn() as c:
-            row = c.execute(Q["resume_workflow"], {"workflow_uuid": workflow_id, "now": clock.now_ms()}).fetchone()
+            row = c.execute(
+                Q["resume_workflow"], {"workflow_uuid": workflow_id, "now": clock.now_ms()}
+            ).fetchone()
         if row is None:
             self._conflict("resume", workflow_id)
         self.engine.publish(workflow_id, row["queue_name"])
 
     def fork(
-        self, workflow_id: str, start_step: int, *, new_workflow_id: str | None = None, app_version: str | None = None
+        self,
+        workflow_id: str,
+        start_step: int,
+        *,
+        new_workflow_id: str | None = None,
+        app_version: str | None = None,
     ) -> str:
         """New workflow that reuses the recorded outputs of operations before `start_step`."""
         if start_step < 1:
@@ -136,13 +166,22 @@ class Client:
                 raise NotFoundError(f"workflow not found: {workflow_id}", workflow_id=workflow_id)
             max_id = int(c.execute(Q["max_function_id"], {"workflow_uuid": workflow_id}).fetchone()["max_id"])  # type: ignore[index]
             if start_step > max_id:
-                raise ConflictError(f"fork stepN {start_step} exceeds max step {max_id}", workflow_id=workflow_id)
+                raise ConflictError(
+                    f"fork stepN {start_step} exceeds max step {max_id}", workflow_id=workflow_id
+                )
             args, kwargs = serde.decode_inputs(orig["inputs"])
             created = self.engine.insert_workflow(
-                c, orig["name"], tuple(args), kwargs, workflow_id=new_id, queue=orig["queue_name"],
-                partition_key=orig["queue_partition_key"], priority=orig["priority"],
+                c,
+                orig["name"],
+                tuple(args),
+                kwargs,
+                workflow_id=new_id,
+                queue=orig["queue_name"],
+                partition_key=orig["queue_partition_key"],
+                priority=orig["priority"],
                 app_version=app_version or self.engine.settings.app_version,
-                max_recovery_attempts=orig["max_recovery_attempts"], forked_from=workflow_id,
+                max_recovery_attempts=orig["max_recovery_attempts"],
+                forked_from=workflow_id,
             )
             if not created:
                 raise ConflictError(f"workflow {new_id} already exists", workflow_id=new_id)
@@ -153,7 +192,7 @@ class Client:
         self.engine.publish(new_id, orig["queue_name"])
         return new_id
 
-    def _conflict(self, verb: str, workflow_id: str) -> None:
+    def _conflict(self, verb: str, workflow_id: str) -> NoReturn:
         row = self.get(workflow_id)
         raise ConflictError(f"cannot {verb} workflow in status {row['status']}", workflow_id=workflow_id)
 

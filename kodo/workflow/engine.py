@@ -89,7 +89,9 @@ class Engine:
                 "parent": parent,
                 "forked_from": forked_from,
                 "max_recovery_attempts": (
-                    definition.max_recovery_attempts if max_recovery_attempts is None else max_recovery_attempts
+                    definition.max_recovery_attempts
+                    if max_recovery_attempts is None
+                    else max_recovery_attempts
                 ),
                 "now": clock.now_ms(),
             },
@@ -101,7 +103,9 @@ class Engine:
         try:
             self.dispatcher.publish(workflow_id, queue)
         except Exception:
-            log.warning("publish of %s to %s failed; the reconciler will retry", workflow_id, queue, exc_info=True)
+            log.warning(
+                "publish of %s to %s failed; the reconciler will retry", workflow_id, queue, exc_info=True
+            )
 
     # ---- executing ---------------------------------------------------------------------------
 
@@ -126,8 +130,12 @@ class Engine:
             # after the lease runs out. The takeover counts a recovery attempt in claim_workflow.
             c.execute(
                 Q["expire_lease"],
-                {"workflow_uuid": workflow_id, "executor_id": why["executor_id"],
-                 "epoch": why["lease_epoch"], "now": now},
+                {
+                    "workflow_uuid": workflow_id,
+                    "executor_id": why["executor_id"],
+                    "epoch": why["lease_epoch"],
+                    "now": now,
+                },
             )
             return c.execute(Q["claim_workflow"], params).fetchone()
 
@@ -174,8 +182,12 @@ class Engine:
         with self.db.conn() as c:
             c.execute(
                 Q["release_lease"],
-                {"workflow_uuid": ex.workflow_id, "epoch": ex.epoch, "executor_id": ex.executor_id,
-                 "now": clock.now_ms()},
+                {
+                    "workflow_uuid": ex.workflow_id,
+                    "epoch": ex.epoch,
+                    "executor_id": ex.executor_id,
+                    "now": clock.now_ms(),
+                },
             )
 
     def _complete(self, ex: Execution, status: str, output: str | None, error: str | None) -> Outcome:

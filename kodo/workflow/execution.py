@@ -143,7 +143,12 @@ class Execution:
 
     def _park(self, c: Conn, reason: str, wake_at: int | None) -> None:
         now = clock.now_ms()
-        if c.execute(Q["park_workflow"], {**self._fence(), "reason": reason, "wake_at": wake_at, "now": now}).fetchone() is None:
+        if (
+            c.execute(
+                Q["park_workflow"], {**self._fence(), "reason": reason, "wake_at": wake_at, "now": now}
+            ).fetchone()
+            is None
+        ):
             raise Preempted(self.workflow_id)
         if wake_at is not None:
             c.execute(Q["notify_timer"], {"wake_at": wake_at})
@@ -229,7 +234,9 @@ class Execution:
             now = clock.now_ms()
             wake_at = now + max(int(seconds * 1000), 0)
             with self.engine.db.tx() as c:
-                self._record(c, fid, "kodo.sleep", output=serde.dumps({"wake_at": wake_at}), error=None, started_at=now)
+                self._record(
+                    c, fid, "kodo.sleep", output=serde.dumps({"wake_at": wake_at}), error=None, started_at=now
+                )
                 if wake_at > now:
                     self._park(c, "sleep", wake_at)
             if wake_at <= now:
@@ -252,7 +259,14 @@ class Execution:
             self._lock_own(c)
             if drec is None:
                 deadline = now + max(int(timeout_s * 1000), 0)
-                self._record(c, dfid, "kodo.recv.deadline", output=serde.dumps({"deadline": deadline}), error=None, started_at=now)
+                self._record(
+                    c,
+                    dfid,
+                    "kodo.recv.deadline",
+                    output=serde.dumps({"deadline": deadline}),
+                    error=None,
+                    started_at=now,
+                )
             else:
                 deadline = int(drec.value()["deadline"])
             msg = c.execute(
@@ -315,10 +329,24 @@ class Execution:
         now = clock.now_ms()
         with self.engine.db.tx() as c:
             created = self.engine.insert_workflow(
-                c, wf, args, kwargs, workflow_id=child_id, queue=queue,
-                partition_key=partition_key, parent=self.workflow_id,
+                c,
+                wf,
+                args,
+                kwargs,
+                workflow_id=child_id,
+                queue=queue,
+                partition_key=partition_key,
+                parent=self.workflow_id,
             )
-            self._record(c, fid, "kodo.start_child", output=serde.dumps(child_id), error=None, started_at=now, child=child_id)
+            self._record(
+                c,
+                fid,
+                "kodo.start_child",
+                output=serde.dumps(child_id),
+                error=None,
+                started_at=now,
+                child=child_id,
+            )
         if created:
             self.engine.publish(child_id, queue or wf.queue)
         return child_id
@@ -335,7 +363,9 @@ class Execution:
                 raise ChildWorkflowError(f"no child workflow {child_id}", workflow_id=child_id)
             if child["status"] in TERMINAL:
                 output, error = _child_outcome(child)
-                stored = self._record(c, fid, "kodo.get_result", output=output, error=error, started_at=now, child=child_id)
+                stored = self._record(
+                    c, fid, "kodo.get_result", output=output, error=error, started_at=now, child=child_id
+                )
             else:
                 self._park(c, f"child:{child_id}", None)
                 stored = None
@@ -353,11 +383,17 @@ class Execution:
             rows = c.execute(Q["child_states"], {"parent": self.workflow_id}).fetchall()
             if all(r["status"] in TERMINAL for r in rows):
                 summary = [
-                    {"workflow_id": r["workflow_uuid"], "status": r["status"],
-                     "output": serde.loads(r["output"]), "error": serde.error_message(r["error"])}
+                    {
+                        "workflow_id": r["workflow_uuid"],
+                        "status": r["status"],
+                        "output": serde.loads(r["output"]),
+                        "error": serde.error_message(r["error"]),
+                    }
                     for r in sorted(rows, key=lambda r: str(r["workflow_uuid"]))
                 ]
-                stored = self._record(c, fid, "kodo.wait_children", output=serde.dumps(summary), error=None, started_at=now)
+                stored = self._record(
+                    c, fid, "kodo.wait_children", output=serde.dumps(summary), error=None, started_at=now
+                )
             else:
                 self._park(c, "children", None)
                 stored = None

@@ -68,21 +68,30 @@ class Reconciler:
         now = clock.now_ms()
         with self.db.conn() as c:
             dead = [
-                r for r in c.execute(Q["leases_on_host"], {"host_prefix": executor.host_prefix()}).fetchall()
+                r
+                for r in c.execute(Q["leases_on_host"], {"host_prefix": executor.host_prefix()}).fetchall()
                 if executor.is_local_and_dead(r["executor_id"])
             ]
             for r in dead:
                 c.execute(
                     Q["expire_lease"],
-                    {"workflow_uuid": r["workflow_uuid"], "executor_id": r["executor_id"],
-                     # published_at = 0 makes the sweep below republish it in this same pass
-                     "epoch": r["lease_epoch"], "now": 0},
+                    {
+                        "workflow_uuid": r["workflow_uuid"],
+                        "executor_id": r["executor_id"],
+                        # published_at = 0 makes the sweep below republish it in this same pass
+                        "epoch": r["lease_epoch"],
+                        "now": 0,
+                    },
                 )
             counts.dead_leases = len(dead)
             stale = c.execute(
                 Q["republish_stale"],
-                {"now": now, "app_version": self.settings.app_version, "limit": BATCH,
-                 "stale_before": now - self.settings.republish_after_ms},
+                {
+                    "now": now,
+                    "app_version": self.settings.app_version,
+                    "limit": BATCH,
+                    "stale_before": now - self.settings.republish_after_ms,
+                },
             ).fetchall()
         self._publish(stale)
         counts.republished = len(stale)

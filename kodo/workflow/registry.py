@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from kodo.errors import UnknownWorkflowError
 
@@ -101,7 +101,7 @@ def step(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             from kodo.workflow import context
 
-            return context.run_step(op_name, fn, args, kwargs, retry=retry)
+            return cast(R, context.run_step(op_name, fn, args, kwargs, retry=retry))
 
         return wrapper
 
@@ -124,7 +124,7 @@ def transaction(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             from kodo.workflow import context
 
-            return context.run_transaction(op_name, fn, args, kwargs)
+            return cast(R, context.run_transaction(op_name, fn, args, kwargs))
 
         return wrapper
 

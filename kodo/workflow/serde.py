@@ -50,7 +50,7 @@ def decode_error(text: str) -> BaseException:
             obj = getattr(obj, part)
         if isinstance(obj, type) and issubclass(obj, Exception):
             return obj(*data.get("args", [message]))
-    except Exception:  # noqa: S110 - any failure to rebuild falls back to the generic replay error
+    except Exception:
         pass
     return RecordedStepError(type_name, message)
 

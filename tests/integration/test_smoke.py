@@ -21,7 +21,9 @@ def test_four_steps_succeed_through_a_real_worker(
     assert [s["function_name"] for s in rt.client.steps("smoke-four")] == ["t.noop"] * 4
 
 
-def test_effects_run_once(rt: Runtime, start_worker: Callable[..., Any], sql: Callable[..., list[dict[str, Any]]]) -> None:
+def test_effects_run_once(
+    rt: Runtime, start_worker: Callable[..., Any], sql: Callable[..., list[dict[str, Any]]]
+) -> None:
     start_worker()
     rt.client.start(t.effects, 4, workflow_id="smoke-effects")
     assert rt.client.wait("smoke-effects", 20)["status"] == "SUCCESS"

@@ -1,17 +1,21 @@
-"""Real processes for tests: Celery workers started (and SIGKILLed) as subprocesses."""
+"""Real processes for tests: Celery workers started (and SIGKILLed) as subprocesses.
+
+The process mechanics (own session, kill -9 of the whole group, log tailing) live in
+`ops.processes`, shared with the crash demo.
+"""
 
 from __future__ import annotations
 
-import os
-import signal
+import re
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-CELERY = str(Path(sys.executable).with_name("celery"))
+from ops import processes
+
+REPO = processes.REPO
+CELERY = str(processes.BIN / "celery")
 
 
 @dataclass
@@ -22,42 +26,44 @@ class WorkerProc:
     fault_file: Path
     killed: bool = field(default=False)
 
+    @property
+    def _p(self) -> processes.Proc:
+        return processes.Proc(self.name, self.proc, self.log)
+
     def wait_ready(self, timeout: float = 30.0) -> None:
+        self._p.wait_log("ready.", timeout)
+
+    def wait_fault(self, timeout: float = 30.0, count: int = 1) -> str:
+        """Block until `count` armed fault points were reached (the worker now hangs there)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            text = self.fault_file.read_text().strip() if self.fault_file.exists() else ""
+            if len(text.splitlines()) >= count:
+                return text
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited {self.proc.returncode}:\n{self.tail()}")
-            if "ready." in self.log.read_text(errors="replace"):
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"worker {self.name} not ready after {timeout}s:\n{self.tail()}")
-
-    def wait_fault(self, timeout: float = 30.0) -> str:
-        """Block until an armed fault point was reached (the worker now hangs there)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.fault_file.exists() and self.fault_file.read_text().strip():
-                return self.fault_file.read_text().strip()
             time.sleep(0.01)
-        raise TimeoutError(f"fault point not reached in {self.name}:\n{self.tail()}")
+        raise TimeoutError(f"{count} fault point(s) not reached in {self.name}:\n{self.tail()}")
+
+    def fault_pids(self) -> list[int]:
+        """The pids that reported reaching a fault point (the pool children now hanging there)."""
+        text = self.fault_file.read_text() if self.fault_file.exists() else ""
+        return [int(p) for p in re.findall(r"pid=(\d+)", text)]
+
+    def live_pids(self) -> list[int]:
+        """Every still-running process of this worker (main process and pool children)."""
+        return self._p.live_pids()
 
     def kill9(self) -> None:
-        """kill -9 the whole worker (main process and pool children)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        """kill -9 the whole worker (main process and pool children); returns when none of it runs."""
+        self._p.kill9()
         self.killed = True
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+        self._p.stop(10.0)
 
     def tail(self, n: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        return self._p.tail(n)
 
 
 def start_worker(
@@ -72,20 +78,11 @@ def start_worker(
 ) -> WorkerProc:
     log = tmp / f"{name}.log"
     fault_file = tmp / f"{name}.fault"
-    penv = dict(env)
-    penv["KODO_FAULT_FILE"] = str(fault_file)
-    penv["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), penv.get("PYTHONPATH")]))
-    if faults:
-        penv["KODO_FAULTS"] = faults
-    else:
-        penv.pop("KODO_FAULTS", None)
-    cmd = [
-        CELERY, "-A", "kodo", "worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h",
-        "--loglevel", "INFO", "--without-mingle", "--without-gossip",
-    ]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=penv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    w = WorkerProc(name, proc, log, fault_file)
+    overrides: dict[str, str | None] = {"KODO_FAULT_FILE": str(fault_file), "KODO_FAULTS": faults or None}
+    penv = processes.child_env(env, overrides)
+    argv = processes.celery_worker_argv(queues, concurrency, f"{name}@%h")
+    p = processes.spawn(name, argv, penv, log)
+    w = WorkerProc(name, p.popen, log, fault_file)
     if ready:
         w.wait_ready()
     return w

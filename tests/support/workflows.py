@@ -10,8 +10,10 @@ import os
 import time
 from typing import Any
 
+from kodo import clock
 from kodo import workflow as wf
 from kodo.db.pool import Database
+from kodo.db.queries import Q
 from kodo.workflow import context
 
 TEST_EFFECTS_DDL = """
@@ -131,3 +133,131 @@ def branchy() -> str:
 def sender(destination: str, topic: str, message: Any) -> str:
     wf.send(destination, message, topic)
     return "sent"
+
+
+# ---- added for the engine integration tests (tests/integration/test_engine_*.py) -------------------
+
+
+class StepBoomError(Exception):
+    """A step failure with an importable class: replay must rebuild this very class."""
+
+
+@wf.step(name="t.raising")
+def raising(message: str) -> str:
+    count_effect("raising")
+    raise StepBoomError(message)
+
+
+@wf.workflow(name="t.catcher", queue="intentQ")
+def catcher(message: str) -> str:
+    """Catches a step's recorded error by its class; on replay the same class must be raised."""
+    try:
+        raising(message)
+    except StepBoomError as exc:
+        after = plain_effect("after-catch")
+        return f"{type(exc).__module__}.{type(exc).__qualname__}:{exc}:{after}"
+    return "not raised"
+
+
+@wf.workflow(name="t.receive_n", queue="intentQ")
+def receive_n(topic: str, n: int, timeout_s: float) -> list[Any]:
+    return [wf.recv(topic, timeout_s) for _ in range(n)]
+
+
+# A simulated takeover: while the current run is inside a step, another executor claims the workflow
+# (lease_epoch + 1), as a reconciler-driven recovery would. The current run is now a zombie.
+TAKEOVER_ENV = "KODO_TEST_TAKEOVER"
+TAKEOVER_EXECUTOR = "otherhost:1:takeover"
+_TAKEOVER = """
+UPDATE dbos.workflow_status SET lease_epoch = lease_epoch + 1, executor_id = %(e)s,
+    lease_until_epoch_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 60000
+WHERE workflow_uuid = %(w)s
+"""
+
+
+def simulate_takeover() -> None:
+    """Only when KODO_TEST_TAKEOVER names this workflow (so the recovering run does not repeat it)."""
+    wid = wf.current_workflow_id()
+    if os.environ.get(TAKEOVER_ENV) != wid:
+        return
+    with _db().conn() as c:  # its own connection: the takeover commits while the step is running
+        c.execute(_TAKEOVER, {"w": wid, "e": TAKEOVER_EXECUTOR})
+
+
+@wf.transaction(name="t.tx_then_takeover")
+def tx_then_takeover(conn: Any, effect: str) -> str:
+    conn.execute(_COUNT, {"w": wf.current_workflow_id(), "e": effect})
+    simulate_takeover()
+    return effect
+
+
+@wf.step(name="t.step_then_takeover")
+def step_then_takeover(effect: str) -> str:
+    count_effect(effect)
+    simulate_takeover()
+    return effect
+
+
+@wf.workflow(name="t.zombie", queue="intentQ")
+def zombie(kind: str) -> list[str]:
+    first = tx_effect("z-first")
+    second = tx_then_takeover("z-tx") if kind == "tx" else step_then_takeover("z-step")
+    return [first, second, tx_effect("z-after")]
+
+
+@wf.step(name="t.cancel_self")
+def cancel_self() -> None:
+    """Cancel the running workflow from inside a step (a cancel that lands between two operations)."""
+    with _db().conn() as c:
+        c.execute(Q["cancel_workflow"], {"workflow_uuid": wf.current_workflow_id(), "now": clock.now_ms()})
+
+
+@wf.workflow(name="t.cancel_then_wait", queue="intentQ")
+def cancel_then_wait(op: str) -> str:
+    cancel_self()
+    if op == "sleep":
+        wf.sleep(30)
+    else:
+        wf.recv("never", 30)
+    tx_effect("after-wait")
+    return op
+
+
+@wf.workflow(name="t.parent_of_failing", queue="intentQ")
+def parent_of_failing(catch: bool) -> str:
+    cid = wf.start_child(child, 7, fail=True, workflow_id=f"{wf.current_workflow_id()}-c")
+    try:
+        return f"unexpected {wf.get_result(cid)}"
+    except ValueError as exc:
+        if not catch:
+            raise
+        return f"caught {type(exc).__name__}: {exc}"
+
+
+@wf.workflow(name="t.sleepy_child", queue="sbxQ")
+def sleepy_child(sleep_s: float) -> str:
+    wf.sleep(sleep_s)
+    tx_effect("sleepy-child-done")
+    return "slept"
+
+
+@wf.workflow(name="t.awaits_child", queue="intentQ")
+def awaits_child(sleep_s: float, mode: str) -> Any:
+    cid = wf.start_child(sleepy_child, sleep_s, workflow_id=f"{wf.current_workflow_id()}-c")
+    if mode == "all":
+        return [d["status"] for d in wf.wait_children()]
+    return wf.get_result(cid)
+
+
+@wf.workflow(name="t.crash_twin", queue="controlQ", max_recovery_attempts=10)
+def crash_twin(sleep_ms: int) -> str:
+    """CrashDemoWorkflow's shape (step s1, durable sleep, step s2) with counted effects.
+
+    `app.marks` has a primary key, so the crash demo's `{s1:1, s2:1}` would also hold if a step were
+    re-run. Here each step counts every execution in `public.test_effects` in the step's own
+    transaction, so a re-run of a completed step shows up as `n = 2`.
+    """
+    tx_effect("s1")
+    wf.sleep(sleep_ms / 1000)
+    tx_effect("s2")
+    return "ok"

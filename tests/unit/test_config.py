@@ -1,0 +1,50 @@
+"""Settings parsing follows the original's rules (no services needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kodo.config import Settings
+from kodo.errors import ConfigError
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.database_url == "postgresql://postgres@127.0.0.1:5432/app_local"
+    assert s.broker_url == "redis://127.0.0.1:6379/0"
+    assert (s.app_version, s.port, s.admin_port, s.wf_sleep_ms) == ("v1", 3001, 3002, 5000)
+    assert s.heartbeat_ms == s.lease_ms // 4
+
+
+def test_dbos_appversion_is_honoured_and_kodo_name_wins() -> None:
+    assert Settings.from_env({"DBOS__APPVERSION": "demo-v1"}).app_version == "demo-v1"
+    both = {"DBOS__APPVERSION": "demo-v1", "KODO_APP_VERSION": "native"}
+    assert Settings.from_env(both).app_version == "native"
+
+
+def test_empty_means_default_and_db_parts_compose_the_url() -> None:
+    s = Settings.from_env(
+        {"PORT": "", "DB_HOST": "db", "DB_PORT": "6543", "DB_PASSWORD": "p w", "APP_DB_NAME": "x"}
+    )
+    assert s.port == 3001
+    assert s.database_url == "postgresql://postgres:p%20w@db:6543/x"
+    assert Settings.from_env({"KODO_DATABASE_URL": "postgresql://u@h/d"}).database_url == "postgresql://u@h/d"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "30x1"}, "invalid integer env value: 30x1"),
+        ({"WF_SLEEP_MS": "1.5"}, "invalid integer env value: 1.5"),
+        ({"KODO_EMBEDDED_RECONCILER": "yes"}, "invalid boolean env value: yes"),
+        ({"KODO_LEASE_MS": "10"}, "invalid integer env value: 10"),
+    ],
+)
+def test_bad_values_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("TRUE", True), ("1", True), ("false", False), ("0", False)])
+def test_booleans(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"KODO_EMBEDDED_RECONCILER": raw}).embedded_reconciler is expected
