@@ -84,8 +84,14 @@ def run_driver(args: argparse.Namespace) -> int:
 
     result = Result(system=f"dbos (poll {args.poll:g}s)", config=args.config)
     plan = Plan(
-        run_id=args.run_id, count=args.count, samples=args.samples, warmup=args.warmup,
-        warmup_batch=args.warmup_batch, threads=args.threads, poll_ms=args.poll_ms, timeout_s=args.timeout,
+        run_id=args.run_id,
+        count=args.count,
+        samples=args.samples,
+        warmup=args.warmup,
+        warmup_batch=args.warmup_batch,
+        threads=args.threads,
+        poll_ms=args.poll_ms,
+        timeout_s=args.timeout,
     )
     try:
         with connect(args.db_url) as conn:

@@ -64,8 +64,13 @@ HOST = socket.gethostname()
 
 def _plan(args: argparse.Namespace, run: str, samples: int | None = None) -> Plan:
     return Plan(
-        run_id=run, count=args.count, samples=args.latency_samples if samples is None else samples,
-        warmup=args.warmup, warmup_batch=args.warmup_batch, threads=args.threads, poll_ms=args.poll_ms,
+        run_id=run,
+        count=args.count,
+        samples=args.latency_samples if samples is None else samples,
+        warmup=args.warmup,
+        warmup_batch=args.warmup_batch,
+        threads=args.threads,
+        poll_ms=args.poll_ms,
         timeout_s=args.timeout,
     )
 
@@ -94,8 +99,20 @@ def _start_celery_workers(
     workers = []
     for i in range(1, args.workers + 1):
         cmd = [
-            CELERY, "-A", app, "worker", "-Q", queue, "-c", str(args.concurrency), "-n", f"{prefix}-w{i}@%h",
-            "--without-mingle", "--without-gossip", "--loglevel", "WARNING",
+            CELERY,
+            "-A",
+            app,
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            str(args.concurrency),
+            "-n",
+            f"{prefix}-w{i}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "WARNING",
         ]
         workers.append(children.spawn(f"{prefix}-w{i}", cmd, env))
     return workers
@@ -216,11 +233,34 @@ def run_dbos(args: argparse.Namespace, children: Children, run: str, poll: float
         )
         plan = _plan(args, run, args.dbos_latency_samples)
         cmd = [
-            *module, "driver", "--db-url", url, "--result", str(result_file), "--run-id", run,
-            "--config", config, "--poll", str(poll), "--count", str(plan.count),
-            "--samples", str(plan.samples), "--warmup", str(plan.warmup), "--warmup-batch", str(plan.warmup_batch),
-            "--threads", str(plan.threads), "--poll-ms", str(plan.poll_ms), "--timeout", str(plan.timeout_s),
-            "--worker-pgids", ",".join(str(w.pgid) for w in workers),
+            *module,
+            "driver",
+            "--db-url",
+            url,
+            "--result",
+            str(result_file),
+            "--run-id",
+            run,
+            "--config",
+            config,
+            "--poll",
+            str(poll),
+            "--count",
+            str(plan.count),
+            "--samples",
+            str(plan.samples),
+            "--warmup",
+            str(plan.warmup),
+            "--warmup-batch",
+            str(plan.warmup_batch),
+            "--threads",
+            str(plan.threads),
+            "--poll-ms",
+            str(plan.poll_ms),
+            "--timeout",
+            str(plan.timeout_s),
+            "--worker-pgids",
+            ",".join(str(w.pgid) for w in workers),
         ]
         driver = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
         try:
@@ -244,62 +284,66 @@ def _fmt(x: float, digits: int = 1) -> str:
     return "-" if math.isnan(x) else f"{x:.{digits}f}"
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
 def report(results: list[Result], args: argparse.Namespace, elapsed: float) -> None:
+    line = "=" * 110
     print()
-    print("=" * 100)
+    print(line)
     print(
-        f"ENGINE BENCHMARK  ({args.count} workflows of 4 no-op steps; latency: {args.latency_samples} samples "
-        f"one at a time after {args.warmup} warm-up; {os.cpu_count()} cores; {platform.python_version()})"
+        f"ENGINE BENCHMARK: {args.count} workflows of 4 no-op steps; one-at-a-time latency over"
+        f" {args.latency_samples} samples after {args.warmup} warm-up; {os.cpu_count()} cores;"
+        f" Python {platform.python_version()}"
     )
     print(
-        "latency = completion timestamp written by the system (kodo/DBOS: workflow_status.updated_at, 1 ms "
-        "resolution;\n          raw: ts of the 4th INSERT) minus time.time() taken just before the start call; "
-        f"observed = first poll (every {args.poll_ms:g} ms) that saw it"
+        "latency  = completion timestamp written by the system (kodo, DBOS: workflow_status.updated_at,"
+        " 1 ms resolution;\n           raw celery: ts of the 4th INSERT) minus time.time() taken just"
+        " before the start call"
     )
-    print("-" * 100)
-    head = f"{'system':<20} {'workflows/s':>12} {'median ms':>10} {'p99 ms':>9} {'obs med':>9} {'obs p99':>9}  config"
-    print(head)
+    print(f"observed = first status poll that saw it done (polling every {args.poll_ms:g} ms)")
+    print("-" * 110)
+    print(
+        f"{'system':<18} {'workflows/s':>11} {'median ms':>10} {'p99 ms':>8} {'obs med':>8} {'obs p99':>8}  config"
+    )
     for r in results:
         print(
-            f"{r.system:<20} {_fmt(r.throughput_wps):>12} {_fmt(r.latency.median):>10} {_fmt(r.latency.p99):>9} "
-            f"{_fmt(r.observed.median):>9} {_fmt(r.observed.p99):>9}  {r.config}"
+            f"{r.system:<18} {_fmt(r.throughput_wps):>11} {_fmt(r.latency.median, 2):>10}"
+            f" {_fmt(r.latency.p99, 2):>8} {_fmt(r.observed.median, 2):>8} {_fmt(r.observed.p99, 2):>8}"
+            f"  {r.config}"
         )
-    print("-" * 100)
+    print("-" * 110)
     kodo = next((r for r in results if r.system == "kodo"), None)
     raw = next((r for r in results if r.system == "raw celery"), None)
-    dboses = [r for r in results if r.system.startswith("dbos")]
     if kodo is not None:
-        for d in dboses:
+        for d in (r for r in results if r.system.startswith("dbos")):
             ratio = kodo.throughput_wps / d.throughput_wps
-            print(
-                f"kodo / {d.system:<18} throughput: {ratio:6.2f}x   (target >= 2.0: {'met' if ratio >= 2 else 'MISSED'})"
-            )
+            print(f"throughput kodo / {d.system:<18} {ratio:6.2f}x   target >= 2.0: {_verdict(ratio >= 2)}")
         if raw is not None:
             ratio = kodo.throughput_wps / raw.throughput_wps
             print(
-                f"kodo / raw celery          throughput: {ratio:6.2f}x   (target >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})"
+                f"throughput kodo / {raw.system:<18} {ratio:6.2f}x   target >= 0.5: {_verdict(ratio >= 0.5)}"
             )
         med = kodo.latency.median
-        print(
-            f"kodo one-at-a-time median latency: {_fmt(med, 2)} ms   (target < 10 ms: {'met' if med < 10 else 'MISSED'})"
-        )
-    print("-" * 100)
+        print(f"kodo one-at-a-time median      {_fmt(med, 2):>6} ms  target < 10 ms: {_verdict(med < 10)}")
+    print("-" * 110)
     for r in results:
         print(
-            f"{r.system}: throughput window {_fmt(r.throughput_window_s, 2)} s (starts issued in "
-            f"{_fmt(r.start_window_s, 2)} s from {args.threads} threads); latency mean {_fmt(r.latency.mean)} "
-            f"min {_fmt(r.latency.min)} max {_fmt(r.latency.max)} ms"
+            f"{r.system}: {r.count} in {_fmt(r.throughput_window_s, 2)} s (starts issued in"
+            f" {_fmt(r.start_window_s, 2)} s from {args.threads} threads); latency mean"
+            f" {_fmt(r.latency.mean, 2)}, min {_fmt(r.latency.min, 2)}, max {_fmt(r.latency.max, 2)} ms"
         )
         for note in r.notes:
-            print(f"    note: {note}")
+            print(f"    {note}")
         if r.breakdown:
-            print("    latency breakdown (median ms per segment, from the rows' own timestamps):")
+            print("    one-at-a-time latency by segment (median ms, from the rows' own timestamps):")
             for label, ms in r.breakdown:
-                print(f"      {label:<44} {ms:8.2f}")
+                print(f"      {label:<46} {ms:8.2f}")
         if r.cpu:
-            print("    CPU seconds during the throughput run, by process group:")
+            print("    CPU seconds used during the throughput run, by process group:")
             print("      " + ", ".join(f"{name} {secs:.2f}" for name, secs in r.cpu))
-    print("=" * 100)
+    print(line)
     print(f"total benchmark time {elapsed:.0f} s")
 
 
