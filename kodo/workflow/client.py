@@ -130,13 +130,28 @@ class Client:
         return inserted is not None
 
     def cancel(self, workflow_id: str) -> None:
-        """ENQUEUED/PENDING -> CANCELLED; the runner stops at its next step boundary."""
-        with self.db.conn() as c:
-            if c.execute(
-                Q["cancel_workflow"], {"workflow_uuid": workflow_id, "now": clock.now_ms()}
-            ).fetchone():
-                return
-        self._conflict("cancel", workflow_id)
+        """ENQUEUED/PENDING -> CANCELLED; the runner stops at its next step boundary.
+
+        A cancelled child is finished as far as its parent is concerned: a parent waiting on it (or
+        on all its children) is woken, as a completing child would wake it.
+        """
+        now = clock.now_ms()
+        woken: dict[str, Any] | None = None
+        with self.db.tx() as c:
+            row = c.execute(Q["get_workflow"], {"workflow_uuid": workflow_id}).fetchone()
+            parent = row["parent_workflow_id"] if row is not None else None
+            if parent is not None:
+                # Parent first, the same lock order as a completing child (Engine._complete).
+                c.execute(Q["lock_workflow"], {"workflow_uuid": parent})
+            done = c.execute(Q["cancel_workflow"], {"workflow_uuid": workflow_id, "now": now}).fetchone()
+            if done is not None and parent is not None:
+                woken = c.execute(
+                    Q["wake_parent"], {"parent": parent, "child": workflow_id, "now": now}
+                ).fetchone()
+        if done is None:
+            self._conflict("cancel", workflow_id)
+        if woken is not None:
+            self.engine.publish(woken["workflow_uuid"], woken["queue_name"])
 
     def resume(self, workflow_id: str) -> None:
         """CANCELLED/ENQUEUED/MAX_RECOVERY_ATTEMPTS_EXCEEDED -> runs again under the same id."""

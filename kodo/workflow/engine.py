@@ -146,6 +146,9 @@ class Engine:
             return Outcome("noop")
         if row["status"] == "MAX_RECOVERY_ATTEMPTS_EXCEEDED":
             log.warning("%s exceeded its recovery attempts (%s)", workflow_id, row["recovery_attempts"])
+            if row["parent_workflow_id"] is not None:
+                # Terminal now: a parent waiting on this child must not wait forever.
+                self._wake_parent(row["parent_workflow_id"], workflow_id)
             return Outcome("exceeded")
         ex = Execution(self, workflow_id, int(row["lease_epoch"]), row["recorded"], row["parent_workflow_id"])
         self.heartbeat.hold()
@@ -178,9 +181,20 @@ class Engine:
             return self._complete(ex, "ERROR", None, serde.encode_error(exc))
         return self._complete(ex, "SUCCESS", output, None)
 
-    def _release(self, ex: Execution) -> None:
+    def _wake_parent(self, parent: str, child: str) -> None:
+        """Wake `parent` if it waits on `child` (already terminal, committed) or on its last child."""
+        with self.db.tx() as c:
+            c.execute(Q["lock_workflow"], {"workflow_uuid": parent})
+            woken = c.execute(
+                Q["wake_parent"], {"parent": parent, "child": child, "now": clock.now_ms()}
+            ).fetchone()
+        if woken is not None:
+            self.publish(woken["workflow_uuid"], woken["queue_name"])
+
+    def _release(self, ex: Execution) -> bool:
+        """Give the lease back (fenced). False if it was no longer ours."""
         with self.db.conn() as c:
-            c.execute(
+            row = c.execute(
                 Q["release_lease"],
                 {
                     "workflow_uuid": ex.workflow_id,
@@ -188,7 +202,8 @@ class Engine:
                     "executor_id": ex.executor_id,
                     "now": clock.now_ms(),
                 },
-            )
+            ).fetchone()
+        return row is not None
 
     def _complete(self, ex: Execution, status: str, output: str | None, error: str | None) -> Outcome:
         params = {
@@ -211,9 +226,9 @@ class Engine:
                     Q["wake_parent"], {"parent": ex.parent, "child": ex.workflow_id, "now": params["now"]}
                 ).fetchone()
         if done is None:
-            # Cancelled under us, or our lease was taken: give the lease back if it is still ours.
-            self._release(ex)
-            return Outcome("cancelled")
+            # Cancelled under us (the lease is still ours: give it back), or our lease was taken
+            # (preempted: nothing of ours may be written).
+            return Outcome("cancelled" if self._release(ex) else "preempted")
         if woken is not None:
             self.publish(woken["workflow_uuid"], woken["queue_name"])
         return Outcome("success" if status == "SUCCESS" else "error")

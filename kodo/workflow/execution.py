@@ -149,6 +149,16 @@ class Execution:
             ).fetchone()
             is None
         ):
+            # Not parked: either cancelled while we still hold the lease (stop as cancelled, so the
+            # engine gives the lease back and a resume can run at once), or no longer ours at all.
+            row = c.execute(Q["check_boundary"], {"workflow_uuid": self.workflow_id}).fetchone()
+            if (
+                row is not None
+                and row["status"] == "CANCELLED"
+                and row["lease_epoch"] == self.epoch
+                and row["executor_id"] == self.executor_id
+            ):
+                raise Cancelled(self.workflow_id)
             raise Preempted(self.workflow_id)
         if wake_at is not None:
             c.execute(Q["notify_timer"], {"wake_at": wake_at})

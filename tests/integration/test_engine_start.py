@@ -25,6 +25,10 @@ def _poll(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def _rows_with_id(sql: Sql, wid: str) -> int:
+    return int(sql("SELECT count(*) AS n FROM dbos.workflow_status WHERE workflow_uuid = %s", (wid,))[0]["n"])
+
+
 def test_same_id_twice_is_created_once_and_a_finished_workflow_never_reruns(
     rt: Runtime, start_worker: Callable[..., Any], sql: Sql
 ) -> None:
@@ -49,7 +53,7 @@ def test_same_id_twice_is_created_once_and_a_finished_workflow_never_reruns(
     assert row["lease_epoch"] == 1  # claimed exactly once, ever
     assert row["noop_deliveries"] >= 1
     assert effects_of(sql, "idem-1") == {"e0": 1, "e1": 1}
-    assert sql("SELECT count(*) AS n FROM dbos.workflow_status WHERE workflow_uuid = 'idem-1'") == [{"n": 1}]
+    assert _rows_with_id(sql, "idem-1") == 1
 
 
 def test_ten_concurrent_starts_of_one_id_make_one_row_and_one_run(
@@ -84,7 +88,7 @@ def test_ten_concurrent_starts_of_one_id_make_one_row_and_one_run(
     assert sum(r.created for r in results) == 1
 
     assert rt.client.wait(wid, 20)["status"] == "SUCCESS"
-    assert sql("SELECT count(*) AS n FROM dbos.workflow_status WHERE workflow_uuid = %s", (wid,)) == [{"n": 1}]
+    assert _rows_with_id(sql, wid) == 1
     assert effects_of(sql, wid) == {"e0": 1, "e1": 1, "e2": 1}
     assert rt.client.get(wid)["lease_epoch"] == 1
     assert [s["function_id"] for s in rt.client.steps(wid)] == [1, 2, 3]

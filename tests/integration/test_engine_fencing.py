@@ -1,0 +1,170 @@
+"""Fencing: one runner at a time. A run whose lease epoch went stale (a zombie after a takeover) cannot
+write a checkpoint, a product row or the outcome; a duplicate delivery is a counted no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from kodo import clock
+from kodo.db.pool import Conn
+from kodo.errors import Preempted
+from kodo.runtime import Runtime
+from kodo.workflow import context, serde
+from kodo.workflow.execution import Execution
+from kodo.workflow.registry import WorkflowDef
+from tests.conftest import effects_of
+from tests.support import workflows as t
+
+Sql = Callable[..., list[dict[str, Any]]]
+
+TAKEOVER = """
+UPDATE dbos.workflow_status SET lease_epoch = lease_epoch + 1, executor_id = 'otherhost:1:x',
+    lease_until_epoch_ms = %(until)s
+WHERE workflow_uuid = %(w)s
+"""
+EXPIRE_FOREIGN = "UPDATE dbos.workflow_status SET lease_until_epoch_ms = 1 WHERE workflow_uuid = %s"
+
+
+def _insert(rt: Runtime, wf: WorkflowDef[..., Any], *args: Any, workflow_id: str) -> None:
+    c: Conn
+    with rt.db.tx() as c:
+        assert rt.engine.insert_workflow(c, wf, args, {}, workflow_id=workflow_id)
+
+
+def _poll(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(0.02)
+
+
+def test_zombie_transaction_step_is_refused_and_its_product_write_rolls_back(
+    rt: Runtime, sql: Sql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wid = "zombie-tx"
+    _insert(rt, t.zombie, "tx", workflow_id=wid)
+    # While step 2 (a transaction) runs, another executor takes the workflow over (epoch 1 -> 2).
+    monkeypatch.setenv(t.TAKEOVER_ENV, wid)
+    assert str(rt.engine.execute(wid)) == "preempted"
+
+    row = rt.client.get(wid)
+    assert row["status"] == "PENDING"  # the zombie wrote no outcome
+    assert row["executor_id"] == t.TAKEOVER_EXECUTOR
+    assert row["lease_epoch"] == 2
+    # Its checkpoint was refused and the product write in the same transaction rolled back.
+    assert [s["function_id"] for s in rt.client.steps(wid)] == [1]
+    assert effects_of(sql, wid) == {"z-first": 1}
+
+    # A delivery while the new owner's lease is live is a counted no-op.
+    assert str(rt.engine.execute(wid)) == "noop"
+    assert rt.client.get(wid)["noop_deliveries"] == 1
+
+    # The new owner dies; the next delivery recovers and the transaction's effect happens once in all.
+    monkeypatch.delenv(t.TAKEOVER_ENV)
+    sql(EXPIRE_FOREIGN, (wid,))
+    assert str(rt.engine.execute(wid)) == "success"
+    done = rt.client.get(wid)
+    assert json.loads(done["output"]) == ["z-first", "z-tx", "z-after"]
+    assert done["recovery_attempts"] == 1
+    assert effects_of(sql, wid) == {"z-first": 1, "z-tx": 1, "z-after": 1}
+    assert [s["function_id"] for s in rt.client.steps(wid)] == [1, 2, 3]
+
+
+def test_zombie_plain_step_checkpoint_is_refused(
+    rt: Runtime, sql: Sql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wid = "zombie-step"
+    _insert(rt, t.zombie, "step", workflow_id=wid)
+    monkeypatch.setenv(t.TAKEOVER_ENV, wid)
+    assert str(rt.engine.execute(wid)) == "preempted"
+    # A plain step's side effect is outside the database transaction (at-least-once), but the
+    # zombie's checkpoint of it is refused: nothing is recorded at function_id 2.
+    assert effects_of(sql, wid) == {"z-first": 1, "z-step": 1}
+    assert [s["function_id"] for s in rt.client.steps(wid)] == [1]
+    assert rt.client.get(wid)["status"] == "PENDING"
+
+    monkeypatch.delenv(t.TAKEOVER_ENV)
+    sql(EXPIRE_FOREIGN, (wid,))
+    assert str(rt.engine.execute(wid)) == "success"
+    steps = rt.client.steps(wid)
+    assert [(s["function_id"], s["function_name"]) for s in steps] == [
+        (1, "t.tx_effect"),
+        (2, "t.step_then_takeover"),
+        (3, "t.tx_effect"),
+    ]
+    assert effects_of(sql, wid) == {"z-first": 1, "z-step": 2, "z-after": 1}
+
+
+def test_a_stale_epoch_cannot_checkpoint_park_or_complete(rt: Runtime, sql: Sql) -> None:
+    """Claim in this process, then bump lease_epoch with SQL (a takeover): every write is refused."""
+    wid = "stale-epoch"
+    _insert(rt, t.sleeper, 30, workflow_id=wid)
+    row = rt.engine._claim(wid)
+    assert row is not None
+    assert row["lease_epoch"] == 1
+    ex = Execution(rt.engine, wid, int(row["lease_epoch"]), row["recorded"], None)
+    sql(TAKEOVER, {"w": wid, "until": clock.now_ms() + 60_000})
+
+    # A direct checkpoint write carrying the stale epoch is refused.
+    with rt.db.conn() as c, pytest.raises(Preempted):
+        ex._record(c, 1, "t.tx_effect", output=serde.dumps("x"), error=None, started_at=clock.now_ms())
+    token = context._current.set(ex)
+    try:
+        # A transaction step stops at its boundary check: its function never runs.
+        with pytest.raises(Preempted):
+            t.tx_effect("zombie-effect")
+        # A durable sleep cannot record its wake-up or park (the row is not ours to release).
+        ex2 = Execution(rt.engine, wid, int(row["lease_epoch"]), [], None)
+        context._current.set(ex2)
+        with pytest.raises(Preempted):
+            ex2.sleep(5)
+    finally:
+        context._current.reset(token)
+    # The terminal write is fenced too.
+    assert str(rt.engine._complete(ex, "SUCCESS", serde.dumps("zombie"), None)) == "preempted"
+
+    after = rt.client.get(wid)
+    assert after["status"] == "PENDING"
+    assert after["output"] is None
+    assert after["executor_id"] == "otherhost:1:x"
+    assert after["lease_epoch"] == 2
+    assert after["wait_reason"] is None
+    assert rt.client.steps(wid) == []
+    assert effects_of(sql, wid) == {}
+
+
+def test_duplicate_deliveries_of_a_running_then_finished_workflow_are_counted_noops(
+    rt: Runtime, start_worker: Callable[..., Any], sql: Sql
+) -> None:
+    start_worker()
+    wid = "dup-delivery"
+    rt.client.start(t.effects, 3, 1.0, workflow_id=wid)  # e1 holds its step for 1 s
+    _poll(lambda: effects_of(sql, wid).get("e1") == 1, 15, "step e1 running in the worker")
+    running = rt.client.get(wid)
+    assert running["status"] == "PENDING"
+    assert running["executor_id"] is not None
+
+    # A duplicate delivery here (this process) and one through the broker (the worker's free slot).
+    assert str(rt.engine.execute(wid)) == "noop"
+    assert rt.client.get(wid)["noop_deliveries"] == 1
+    rt.engine.publish(wid, "intentQ")
+    _poll(lambda: rt.client.get(wid)["noop_deliveries"] == 2, 10, "the broker duplicate as a no-op")
+
+    done = rt.client.wait(wid, 20)
+    assert done["status"] == "SUCCESS"
+    assert done["lease_epoch"] == 1
+    assert effects_of(sql, wid) == {"e0": 1, "e1": 1, "e2": 1}
+
+    # After it finished: one more duplicate, still a counted no-op with no effect.
+    assert str(rt.engine.execute(wid)) == "noop"
+    final = rt.client.get(wid)
+    assert final["noop_deliveries"] == 3
+    assert final["lease_epoch"] == 1
+    assert effects_of(sql, wid) == {"e0": 1, "e1": 1, "e2": 1}
