@@ -62,9 +62,9 @@ def _start_reconciler(**_: Any) -> None:
     global _reconciler
     if not _settings.embedded_reconciler or _reconciler is not None:
         return
-    from kodo.db.migrate import upgrade
-
-    upgrade(_settings.database_url)
+    # Migrations are a deploy step (ops/start.sh, the compose `migrate` service), not a worker's:
+    # running them here would delay "ready" and so every recovery. The reconciler retries until
+    # the schema exists.
     _reconciler = runtime().reconciler()
     _reconciler.start()
     log.info("embedded reconciler started (version %s, queues %s)", _settings.app_version, ",".join(QUEUES))
