@@ -11,6 +11,7 @@ The API, worker and reconciler are started with the command lines of the `Procfi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -86,10 +87,8 @@ class Proc:
     def kill9(self, timeout: float = 10.0) -> int:
         """SIGKILL the whole process group; return once none of it runs. Returns the kill time (ms)."""
         killed_at = now_ms()
-        try:
+        with contextlib.suppress(ProcessLookupError):  # ProcessLookupError: the group is already gone
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # the whole group is already gone
         self.popen.wait(timeout)
         deadline = time.monotonic() + timeout
         while self.live_pids():
@@ -102,14 +101,10 @@ class Proc:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the group (graceful shutdown), then SIGKILL whatever is left after `timeout`."""
         if self.running():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         if self.live_pids() or self.running():
             self.kill9()
         else:
@@ -155,8 +150,13 @@ def spawn(name: str, argv: list[str], env: Mapping[str, str], log: Path) -> Proc
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as fh:
         popen = subprocess.Popen(
-            argv, cwd=REPO, env=dict(env), stdout=fh, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            argv,
+            cwd=REPO,
+            env=dict(env),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     return Proc(name, popen, log)
 
@@ -210,8 +210,18 @@ def start_reconciler(admin_port: int, env: Mapping[str, str], log: Path, name: s
 def celery_worker_argv(queues: str, concurrency: int, nodename: str, *, fast_start: bool = True) -> list[str]:
     """A Celery worker command line (tests use it; `fast_start` skips mingle and gossip)."""
     argv = [
-        str(BIN / "celery"), "-A", "kodo", "worker", "-Q", queues, "-c", str(concurrency),
-        "-n", nodename, "--loglevel", "INFO",
+        str(BIN / "celery"),
+        "-A",
+        "kodo",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "-n",
+        nodename,
+        "--loglevel",
+        "INFO",
     ]
     if fast_start:
         argv += ["--without-mingle", "--without-gossip"]

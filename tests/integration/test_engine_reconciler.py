@@ -5,12 +5,15 @@ dead foreign runner, and the recovery-attempt cap (MAX_RECOVERY_ATTEMPTS_EXCEEDE
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from kodo import clock
 from kodo.db.pool import Conn
 from kodo.runtime import Runtime
+from kodo.workflow import executor
 from kodo.workflow.registry import WorkflowDef
 from tests.conftest import effects_of
 from tests.support import workflows as t
@@ -134,3 +137,31 @@ def test_max_recovery_attempts_exceeded_stops_retries(rt: Runtime, sql: Sql) -> 
     assert resumed["recovery_attempts"] == 0
     assert str(rt.engine.execute(wid)) == "parked"
     assert effects_of(sql, wid) == {"before": 1}
+
+
+def test_a_dead_local_runner_is_expired_at_once_and_republished_once_per_window(
+    rt: Runtime, sql: Sql
+) -> None:
+    """A local holder whose pid is gone is expired on the first pass (no wait for the lease), and later
+    passes do not flood the queue: the republish is throttled by KODO_REPUBLISH_AFTER_MS.
+    """
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _insert_unpublished(rt, t.effects, 1, workflow_id="dead-local")
+    sql(
+        DEAD_FOREIGN_RUNNER.replace("'otherhost:1:x'", "%(eid)s"),
+        {
+            "w": "dead-local",
+            "until": clock.now_ms() + 60_000,
+            "published": clock.now_ms(),
+            "eid": f"{executor.HOST}:{gone.pid}:dead",
+        },
+    )
+    reconciler = rt.reconciler()
+    first = reconciler.sweep()
+    assert (first.dead_leases, first.republished) == (1, 1)
+    row = rt.client.get("dead-local")
+    assert row["lease_until_epoch_ms"] == 0 and row["status"] == "PENDING"
+    for _ in range(3):
+        again = reconciler.sweep()
+        assert (again.dead_leases, again.republished) == (0, 0)

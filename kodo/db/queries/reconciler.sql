@@ -31,9 +31,11 @@ WHERE workflow_uuid IN (
 RETURNING workflow_uuid, queue_name
 
 -- name: leases_on_host
--- Leases held by executors on this host (their pid can be checked for liveness).
+-- Live leases held by executors on this host (their pid can be checked for liveness). A lease
+-- already expired (0) is left to republish_stale, so its republish is throttled like any other.
 SELECT workflow_uuid, executor_id, lease_epoch FROM dbos.workflow_status
 WHERE executor_id LIKE %(host_prefix)s AND status IN ('PENDING', 'CANCELLED', 'ENQUEUED')
+  AND lease_until_epoch_ms <> 0
 
 -- name: expire_lease
 -- The holder is dead: expire its lease now so the next delivery can take over.

@@ -1,0 +1,485 @@
+"""`python -m ops.crashdemo`: kill -9 the crash demo mid-flight, restart, prove nothing was lost.
+
+The port of `scripts/wf-crashdemo.sh` (tasks `wf:crashdemo` and, with `--rounds 20 --kill-point
+random`, `wf:crashdemo:soak`). Each round:
+
+1. starts the reconciler + admin server, the API (gunicorn) and a Celery worker on intentQ,controlQ,
+   each with its `Procfile` command line and in its own process group;
+2. POSTs /crashdemo?wf=wf_crashdemo_<ns>_<rand> (step 1 marks s1, durable sleep, step 2 marks s2);
+3. waits for the kill point and kill -9s the worker's and the API's whole process groups:
+   * `timed` (default, the original's): 1 s after the POST (`--kill-after`); with the default
+     WF_SLEEP_MS=5000 that lands in the durable sleep;
+   * `sleep`: as soon as dbos.workflow_status says the workflow waits on its sleep;
+   * `step`: inside step 1 (fault point `step.started@crashdemo.mark`: the worker hangs there);
+   * `committed`: right after step 1's checkpoint committed (`step.committed@crashdemo.mark`);
+   * `random`: one of sleep / step / committed per round (seeded by `--seed`);
+4. restarts the worker and the API (no fault armed), waits for /healthz, polls GET /marks every
+   100 ms until s1=1 and s2=1 (30 s), then checks dbos.workflow_status.status = 'SUCCESS' and the
+   recorded operations (mark, sleep, mark);
+5. prints one line: round, kill point, workflow id, recovery seconds, marks, status.
+
+Recovery = start of the first operation after the kill - max(kill time, the sleep's wake_at when the
+kill landed in the sleep): how long the crash kept the workflow from its next step. It includes the
+restart; `worker_back` (kill -> restarted worker ready) shows how much of it was process start-up.
+
+Exit status: 0 when every round converged and the median recovery is under 5 s
+(`--max-median-recovery`); 1 otherwise; 2 on bad usage; 130 when interrupted. Processes are always
+cleaned up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import urllib.error
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from kodo.config import Settings
+from kodo.db import migrate
+from kodo.db.pool import Conn, connect
+from ops import processes
+from ops.processes import Proc
+
+KILL_POINTS = ("sleep", "step", "committed")
+TIMED = "timed"
+FAULTS = {"step": "step.started@crashdemo.mark", "committed": "step.committed@crashdemo.mark"}
+EXPECTED_OPS = ["crashdemo.mark", "kodo.sleep", "crashdemo.mark"]
+MARKS_TIMEOUT_S = 30.0
+KILL_POINT_TIMEOUT_S = 30.0
+STATUS_TIMEOUT_S = 10.0
+MAX_MEDIAN_RECOVERY_S = 5.0
+TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+_t0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[crashdemo +{time.monotonic() - _t0:6.1f}s] {message}", flush=True)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ops.crashdemo",
+        description="Crash proof of CrashDemoWorkflow: kill -9 the worker and the API at a chosen point, "
+        "restart them, and check the marks are exactly {s1:1, s2:1} and the workflow is SUCCESS. "
+        "Soak: --rounds 20 --kill-point random.",
+    )
+    p.add_argument("--rounds", type=int, default=1, help="number of kill/restart rounds (default 1)")
+    p.add_argument(
+        "--kill-point",
+        choices=(TIMED, *KILL_POINTS, "random"),
+        default=TIMED,
+        help="where to kill: timed = --kill-after seconds after the POST (the original script; lands "
+        "in the sleep with the default WF_SLEEP_MS); sleep = during the durable sleep; step = inside "
+        "step 1; committed = right after step 1's checkpoint committed; random = one of sleep/step/"
+        "committed per round (default: timed)",
+    )
+    p.add_argument(
+        "--kill-after", type=float, default=1.0, help="seconds after the POST for timed (default 1)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of the random kill points (default: time)")
+    p.add_argument(
+        "--port", type=int, default=_env_int("PORT", 3004), help="API port (default env PORT or 3004)"
+    )
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=_env_int("ADMIN_PORT", 3006),
+        help="admin/reconciler port (default env ADMIN_PORT or 3006)",
+    )
+    p.add_argument(
+        "--sleep-ms",
+        type=int,
+        default=_env_int("WF_SLEEP_MS", 5000),
+        help="the demo's durable sleep in ms (default env WF_SLEEP_MS or 5000)",
+    )
+    p.add_argument(
+        "--max-median-recovery",
+        type=float,
+        default=MAX_MEDIAN_RECOVERY_S,
+        help="fail when the median recovery reaches this many seconds (default 5)",
+    )
+    p.add_argument("--log-dir", type=Path, default=None, help="where process logs go (default: a temp dir)")
+    return p
+
+
+def plan_kill_points(kind: str, rounds: int, seed: int) -> list[str]:
+    """The kill point of each round (`random` draws from sleep/step/committed with `seed`)."""
+    if kind != "random":
+        return [kind] * rounds
+    rng = random.Random(seed)
+    return [rng.choice(KILL_POINTS) for _ in range(rounds)]
+
+
+def recovery_ms(ops: list[dict[str, Any]], kill_ms: int) -> tuple[int, int] | None:
+    """(recovery in ms, the instant it is counted from) for one killed run, from its recorded ops.
+
+    Recovery ends when the first operation that started after the kill started. It is counted from
+    the kill or, when the kill landed in the durable sleep (the operation just before is the sleep),
+    from the sleep's wake_at if that is later: a sleeping workflow is not late before it is due.
+    """
+    ordered = sorted(ops, key=lambda o: int(o["function_id"]))
+    for i, op in enumerate(ordered):
+        started = op["started_at_epoch_ms"]
+        if started is None or int(started) < kill_ms:
+            continue
+        since = kill_ms
+        if i > 0 and ordered[i - 1]["function_name"] == "kodo.sleep" and ordered[i - 1]["output"]:
+            since = max(since, int(json.loads(ordered[i - 1]["output"])["wake_at"]))
+        return int(started) - since, since
+    return None
+
+
+@dataclass
+class RoundResult:
+    round: int
+    kill_point: str
+    workflow_id: str
+    recovery_s: float | None = None
+    restart_s: float | None = None
+    marks: dict[str, int] = field(default_factory=dict)
+    status: str = "?"
+    ops: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def converged(self) -> bool:
+        return (
+            not self.error
+            and self.marks == {"s1": 1, "s2": 1}
+            and self.status == "SUCCESS"
+            and self.ops == EXPECTED_OPS
+            and self.recovery_s is not None
+        )
+
+    def line(self, total: int) -> str:
+        rec = "n/a" if self.recovery_s is None else f"{self.recovery_s:.2f}s"
+        if self.restart_s is not None:
+            rec += f" (worker_back={self.restart_s:.2f}s)"
+        verdict = "converged" if self.converged else f"FAILED {self.error}".rstrip()
+        return (
+            f"round {self.round}/{total} kill={self.kill_point} wf={self.workflow_id} recovery={rec} "
+            f"marks={json.dumps(self.marks, separators=(',', ':'))} status={self.status} "
+            f"ops={','.join(self.ops) or '-'} {verdict}"
+        )
+
+
+class Stack:
+    """The processes of one round: reconciler + admin server, API, intent worker."""
+
+    def __init__(self, env: dict[str, str], port: int, admin_port: int, log_dir: Path, tag: str) -> None:
+        self.env = env
+        self.port = port
+        self.admin_port = admin_port
+        self.log_dir = log_dir
+        self.tag = tag
+        self.reconciler: Proc | None = None
+        self.api: Proc | None = None
+        self.worker: Proc | None = None
+        self.generation = 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _log(self, name: str) -> Path:
+        return self.log_dir / f"{self.tag}-{name}-{self.generation}.log"
+
+    def start(self, faults: str | None = None, fault_file: Path | None = None) -> None:
+        """Start all three at once and wait until each serves (health answers, worker "ready.")."""
+        self.generation += 1
+        self.reconciler = processes.start_reconciler(self.admin_port, self.env, self._log("reconciler"))
+        self.api = processes.start_api(self.port, self.env, self._log("api"))
+        self.worker = processes.start_intent_worker(
+            self.env, self._log("worker"), faults=faults, fault_file=fault_file
+        )
+        processes.wait_healthy(f"{self.api_url}/healthz", self.api)
+        processes.wait_healthy(f"http://127.0.0.1:{self.admin_port}/healthz", self.reconciler)
+        self.worker.wait_log("ready.", 60.0)
+
+    def restart(self) -> int:
+        """Restart the killed worker and API (no fault armed).
+
+        The worker goes first: it is what resumes the workflow, and on a small machine a gunicorn
+        booting beside it would slow its start. The API follows once the worker is ready.
+        Returns when the worker was ready (epoch ms).
+        """
+        self.generation += 1
+        self.worker = processes.start_intent_worker(self.env, self._log("worker"))
+        self.worker.wait_log("ready.", 60.0)
+        ready_ms = processes.now_ms()
+        self.api = processes.start_api(self.port, self.env, self._log("api"))
+        processes.wait_healthy(f"{self.api_url}/healthz", self.api)
+        return ready_ms
+
+    def kill_worker_and_api(self) -> int:
+        """kill -9 the worker's and the API's process groups; returns the kill time (epoch ms)."""
+        assert self.worker is not None and self.api is not None
+        killed_at = self.worker.kill9()
+        self.api.kill9()
+        for proc in (self.worker, self.api):
+            if proc.live_pids():
+                raise RuntimeError(f"{proc.name} still has live processes {proc.live_pids()}")
+        return killed_at
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.api, self.reconciler):
+            if proc is not None:
+                try:
+                    proc.stop(5.0)
+                except Exception as exc:  # cleanup must go on for the others
+                    say(f"warning: stopping {proc.name}: {exc!r}")
+        self.worker = self.api = self.reconciler = None
+
+    def tails(self) -> str:
+        out = []
+        for proc in (self.worker, self.api, self.reconciler):
+            if proc is not None:
+                out.append(f"--- {proc.name} ({proc.log}) ---\n{proc.tail(15)}")
+        return "\n".join(out)
+
+
+class Demo:
+    def __init__(
+        self, args: argparse.Namespace, env: dict[str, str], settings: Settings, log_dir: Path
+    ) -> None:
+        self.args = args
+        self.env = env
+        self.settings = settings
+        self.log_dir = log_dir
+        self._db: Conn | None = None
+
+    # ---- database reads (the truth is dbos.workflow_status) -------------------------------------
+
+    def sql(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        if self._db is None or self._db.closed:
+            self._db = connect(self.settings.database_url)
+        return self._db.execute(query, params).fetchall()
+
+    def workflow(self, wid: str) -> dict[str, Any] | None:
+        rows = self.sql(
+            "SELECT status, wait_reason, executor_id, recovery_attempts FROM dbos.workflow_status "
+            "WHERE workflow_uuid = %s",
+            (wid,),
+        )
+        return rows[0] if rows else None
+
+    def ops(self, wid: str) -> list[dict[str, Any]]:
+        return self.sql(
+            "SELECT function_id, function_name, output, started_at_epoch_ms, completed_at_epoch_ms "
+            "FROM dbos.operation_outputs WHERE workflow_uuid = %s ORDER BY function_id",
+            (wid,),
+        )
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    # ---- one round ---------------------------------------------------------------------------
+
+    def _until(self, what: str, check: Callable[[], bool], timeout: float, interval: float = 0.02) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(interval)
+
+    def _wait_kill_point(self, point: str, wid: str, posted: float, fault_file: Path, stack: Stack) -> None:
+        if point == TIMED:
+            time.sleep(max(posted + self.args.kill_after - time.monotonic(), 0.0))
+        elif point == "sleep":
+
+            def sleeping() -> bool:
+                row = self.workflow(wid)
+                return row is not None and row["wait_reason"] == "sleep"
+
+            self._until("the durable sleep", sleeping, KILL_POINT_TIMEOUT_S)
+        else:
+
+            def reached() -> bool:
+                assert stack.worker is not None
+                if not stack.worker.running():
+                    raise RuntimeError(f"worker exited before the fault point:\n{stack.worker.tail()}")
+                return fault_file.exists() and bool(fault_file.read_text().strip())
+
+            self._until(f"fault point {FAULTS[point]}", reached, KILL_POINT_TIMEOUT_S)
+            say(f"  worker hangs at {fault_file.read_text().strip()}")
+
+    def _wait_marks(self, stack: Stack, wid: str) -> dict[str, int]:
+        """Poll GET /marks every 100 ms until s1=1 and s2=1 (the original's assert-marks)."""
+        deadline = time.monotonic() + MARKS_TIMEOUT_S
+        marks: dict[str, int] = {}
+        while True:
+            try:
+                status, body = processes.http_json("GET", f"{stack.api_url}/marks?wf={wid}", 2.0)
+                if status == 200 and isinstance(body, dict):
+                    marks = {k: int(v) for k, v in body.items()}
+            except (OSError, urllib.error.URLError):
+                pass
+            if marks.get("s1", 0) > 1 or marks.get("s2", 0) > 1:
+                return marks  # a duplicate: no point waiting
+            if marks.get("s1") == 1 and marks.get("s2") == 1:
+                return marks
+            if time.monotonic() > deadline:
+                return marks
+            time.sleep(0.1)
+
+    def run_round(self, n: int, total: int, point: str) -> RoundResult:
+        wid = f"wf_crashdemo_{time.time_ns()}_{random.randint(0, 32767)}"
+        result = RoundResult(n, point, wid)
+        fault_file = self.log_dir / f"{wid}.fault"
+        stack = Stack(self.env, self.args.port, self.args.admin_port, self.log_dir, f"round{n:02d}")
+        try:
+            say(
+                f"round {n}/{total}: kill point {point}; starting reconciler, API :{self.args.port}, worker"
+                + (f" (armed {FAULTS[point]})" if point in FAULTS else "")
+            )
+            stack.start(FAULTS.get(point), fault_file)
+            status, body = processes.http_json("POST", f"{stack.api_url}/crashdemo?wf={wid}")
+            posted = time.monotonic()
+            if status != 202:
+                raise RuntimeError(f"POST /crashdemo answered {status} {body}")
+            say(f"  POST /crashdemo?wf={wid} -> 202")
+            self._wait_kill_point(point, wid, posted, fault_file, stack)
+            before = self.ops(wid)
+            kill_ms = stack.kill_worker_and_api()
+            say(
+                f"  kill -9 worker and API (process groups gone); recorded before the kill: "
+                f"{','.join(o['function_name'] for o in before) or 'nothing'}"
+            )
+            result.restart_s = (stack.restart() - kill_ms) / 1000
+            say("  worker and API restarted (no fault armed), healthy; polling /marks")
+            result.marks = self._wait_marks(stack, wid)
+
+            def terminal() -> bool:
+                row = self.workflow(wid)
+                return row is not None and row["status"] in TERMINAL
+
+            with contextlib.suppress(TimeoutError):  # reported below as the status it has
+                self._until("a terminal status", terminal, STATUS_TIMEOUT_S, 0.05)
+            row = self.workflow(wid)
+            result.status = str(row["status"]) if row else "MISSING"
+            ops = self.ops(wid)
+            result.ops = [str(o["function_name"]) for o in ops]
+            rec = recovery_ms(ops, kill_ms)
+            if rec is not None:
+                result.recovery_s = rec[0] / 1000
+            if result.marks != {"s1": 1, "s2": 1}:
+                result.error = f"marks {result.marks} after {MARKS_TIMEOUT_S:.0f}s"
+            elif result.status != "SUCCESS":
+                result.error = f"status {result.status}"
+            elif result.ops != EXPECTED_OPS:
+                result.error = f"recorded operations {result.ops}"
+            elif rec is None:
+                result.error = "no operation started after the kill"
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            say(f"  error: {exc}\n{stack.tails()}")
+        finally:
+            stack.stop()
+        return result
+
+
+def summarize(results: list[RoundResult], max_median_s: float = MAX_MEDIAN_RECOVERY_S) -> tuple[str, bool]:
+    converged = [r for r in results if r.converged]
+    recoveries = [r.recovery_s for r in results if r.recovery_s is not None]
+    median = statistics.median(recoveries) if recoveries else None
+    worst = max(recoveries) if recoveries else None
+    points = {
+        p: sum(1 for r in results if r.kill_point == p) for p in dict.fromkeys(r.kill_point for r in results)
+    }
+    restarts = [r.restart_s for r in results if r.restart_s is not None]
+    ok = len(converged) == len(results) and median is not None and median < max_median_s
+    text = (
+        f"summary: rounds={len(results)} converged={len(converged)}/{len(results)} "
+        f"recovery_median={'n/a' if median is None else f'{median:.2f}s'} "
+        f"recovery_max={'n/a' if worst is None else f'{worst:.2f}s'} "
+        f"worker_back_median={f'{statistics.median(restarts):.2f}s' if restarts else 'n/a'} "
+        f"kill_points={','.join(f'{k}:{v}' for k, v in points.items())} "
+        f"-> {'PASS' if ok else f'FAIL (needs every round converged and median recovery < {max_median_s:g}s)'}"
+    )
+    return text, ok
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.rounds < 1:
+        print("--rounds must be >= 1", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
+    version = f"crashdemo-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ)
+    env.update(
+        {
+            "KODO_APP_VERSION": version,  # version parity: only this invocation's processes run its work
+            "WF_SLEEP_MS": str(args.sleep_ms),
+            "PORT": str(args.port),
+            "ADMIN_PORT": str(args.admin_port),
+        }
+    )
+    for var in processes.FAULT_VARS:
+        env.pop(var, None)
+    settings = Settings.from_env(env)
+    for port in (args.port, args.admin_port):
+        if not processes.port_free(port):
+            print(f"port {port} is in use; pick another with --port/--admin-port", file=sys.stderr)
+            return 2
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="kodo-crashdemo-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    points = plan_kill_points(args.kill_point, args.rounds, seed)
+    say(
+        f"database {settings.database_url.rsplit('/', 1)[-1]}, broker {settings.broker_url}, "
+        f"app version {version}, WF_SLEEP_MS={args.sleep_ms}, rounds={args.rounds}, "
+        f"kill point {args.kill_point}"
+        + (f" (seed {seed})" if args.kill_point == "random" else "")
+        + f", logs in {log_dir}"
+    )
+    migrate.upgrade(settings.database_url)
+    say("migrations applied")
+
+    # Ctrl-C and SIGTERM both unwind through the finally blocks that stop every process we started
+    # (SIGINT explicitly too: a shell starts background jobs with SIGINT ignored).
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    demo = Demo(args, env, settings, log_dir)
+    results: list[RoundResult] = []
+    try:
+        for n, point in enumerate(points, start=1):
+            result = demo.run_round(n, len(points), point)
+            results.append(result)
+            print(result.line(len(points)), flush=True)
+    except KeyboardInterrupt:
+        say(f"interrupted after {len(results)} round(s); processes stopped")
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        demo.close()
+    text, ok = summarize(results, args.max_median_recovery)
+    print(text, flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
