@@ -81,6 +81,7 @@ class Settings:
     db_pool_max: int
     embedded_reconciler: bool
     wf_sleep_ms: int
+    boundary_fresh_ms: int
 
     @property
     def heartbeat_ms(self) -> int:
@@ -99,8 +100,9 @@ class Settings:
             admin_port=env_int(e, "ADMIN_PORT", 3002, minimum=1),
             lease_ms=env_int(e, "KODO_LEASE_MS", 5000, minimum=200),
             reconcile_interval_ms=env_int(e, "KODO_RECONCILE_MS", 500, minimum=20),
-            republish_after_ms=env_int(e, "KODO_REPUBLISH_AFTER_MS", 3000, minimum=100),
+            republish_after_ms=env_int(e, "KODO_REPUBLISH_AFTER_MS", 10000, minimum=100),
             db_pool_max=env_int(e, "KODO_DB_POOL_MAX", 10, minimum=1),
             embedded_reconciler=env_bool(e, "KODO_EMBEDDED_RECONCILER", True),
             wf_sleep_ms=env_int(e, "WF_SLEEP_MS", 5000, minimum=0),
+            boundary_fresh_ms=env_int(e, "KODO_BOUNDARY_FRESH_MS", 100, minimum=0),
         )

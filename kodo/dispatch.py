@@ -33,8 +33,10 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # One message per process at a time: nothing waits behind a long step in a prefetch buffer.
         "worker_prefetch_multiplier": 1,
-        "worker_send_task_events": True,  # Flower's live view
-        "task_send_sent_event": True,
+        # Task events cost a broker publish each; Flower switches them on at runtime when it starts
+        # (`enable_events`), so they are only paid while someone is watching.
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # Redis restores unacked messages after this; a duplicate is a no-op thanks to the lease,

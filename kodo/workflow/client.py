@@ -50,8 +50,8 @@ class Client:
     ) -> Started:
         """Start `wf` under `workflow_id` (idempotent: an existing id is returned, never re-run)."""
         wid = workflow_id or str(uuid.uuid4())
-        with self.db.tx() as c:
-            started = self.start_txn(
+        with self.db.conn() as c:  # autocommit: the INSERT is its own transaction, one round trip
+            started = self._insert(
                 c,
                 wf,
                 args,
@@ -82,9 +82,21 @@ class Client:
 
         The caller publishes after commit (`publish_started`).
         """
+        with c.transaction():  # savepoint: a dedup clash must not poison the caller's transaction
+            return self._insert(c, wf, args, kwargs, workflow_id=workflow_id, **options)
+
+    def _insert(
+        self,
+        c: Conn,
+        wf: WorkflowDef[Any, Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        workflow_id: str,
+        **options: Any,
+    ) -> Started:
         try:
-            with c.transaction():  # savepoint: a dedup clash must not poison the caller's transaction
-                created = self.engine.insert_workflow(c, wf, args, kwargs, workflow_id=workflow_id, **options)
+            created = self.engine.insert_workflow(c, wf, args, kwargs, workflow_id=workflow_id, **options)
         except psycopg.errors.UniqueViolation as exc:
             raise ConflictError(
                 f"deduplication id {options.get('deduplication_id')!r} is in use on this queue",

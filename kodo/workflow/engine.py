@@ -109,7 +109,7 @@ class Engine:
 
     # ---- executing ---------------------------------------------------------------------------
 
-    def _claim(self, workflow_id: str) -> dict[str, Any] | None:
+    def _claim(self, c: Conn, workflow_id: str) -> dict[str, Any] | None:
         now = clock.now_ms()
         params = {
             "workflow_uuid": workflow_id,
@@ -118,30 +118,33 @@ class Engine:
             "now": now,
             "lease_until": now + self.settings.lease_ms,
         }
-        with self.db.conn() as c:
-            row = c.execute(Q["claim_workflow"], params).fetchone()
-            if row is not None:
-                return row
-            why = c.execute(Q["count_noop_delivery"], {"workflow_uuid": workflow_id}).fetchone()
-            if why is None or not executor.is_local_and_dead(why["executor_id"]):
-                log.info("no-op delivery of %s: %s", workflow_id, _noop_reason(why))
-                return None
-            # The holder was a process on this host that died (kill -9): take over now rather than
-            # after the lease runs out. The takeover counts a recovery attempt in claim_workflow.
-            c.execute(
-                Q["expire_lease"],
-                {
-                    "workflow_uuid": workflow_id,
-                    "executor_id": why["executor_id"],
-                    "epoch": why["lease_epoch"],
-                    "now": now,
-                },
-            )
-            return c.execute(Q["claim_workflow"], params).fetchone()
+        row = c.execute(Q["claim_workflow"], params).fetchone()
+        if row is not None:
+            return row
+        why = c.execute(Q["count_noop_delivery"], {"workflow_uuid": workflow_id}).fetchone()
+        if why is None or not executor.is_local_and_dead(why["executor_id"]):
+            log.info("no-op delivery of %s: %s", workflow_id, _noop_reason(why))
+            return None
+        # The holder was a process on this host that died (kill -9): take over now rather than
+        # after the lease runs out. The takeover counts a recovery attempt in claim_workflow.
+        c.execute(
+            Q["expire_lease"],
+            {
+                "workflow_uuid": workflow_id,
+                "executor_id": why["executor_id"],
+                "epoch": why["lease_epoch"],
+                "now": now,
+            },
+        )
+        return c.execute(Q["claim_workflow"], params).fetchone()
 
     def execute(self, workflow_id: str) -> Outcome:
         """Run one delivery of `workflow_id` to its end, its next wait, or a no-op."""
-        row = self._claim(workflow_id)
+        with self.db.conn() as c:  # held for the whole delivery: one pool checkout
+            return self._execute(c, workflow_id)
+
+    def _execute(self, c: Conn, workflow_id: str) -> Outcome:
+        row = self._claim(c, workflow_id)
         if row is None:
             return Outcome("noop")
         if row["status"] == "MAX_RECOVERY_ATTEMPTS_EXCEEDED":
@@ -150,7 +153,9 @@ class Engine:
                 # Terminal now: a parent waiting on this child must not wait forever.
                 self._wake_parent(row["parent_workflow_id"], workflow_id)
             return Outcome("exceeded")
-        ex = Execution(self, workflow_id, int(row["lease_epoch"]), row["recorded"], row["parent_workflow_id"])
+        ex = Execution(
+            self, workflow_id, int(row["lease_epoch"]), row["recorded"], row["parent_workflow_id"], conn=c
+        )
         self.heartbeat.hold()
         token = context._current.set(ex)
         try:
@@ -193,7 +198,7 @@ class Engine:
 
     def _release(self, ex: Execution) -> bool:
         """Give the lease back (fenced). False if it was no longer ours."""
-        with self.db.conn() as c:
+        with ex._conn() as c:
             row = c.execute(
                 Q["release_lease"],
                 {
@@ -216,15 +221,18 @@ class Engine:
             "now": clock.now_ms(),
         }
         woken: dict[str, Any] | None = None
-        with self.db.tx() as c:
-            if ex.parent is not None:
+        if ex.parent is None:
+            with ex._conn() as c:  # one statement, its own transaction
+                done = c.execute(Q["complete_workflow"], params).fetchone()
+        else:
+            with ex._tx() as c:
                 # Lock the parent first: it may be parking on its children right now (see wake_parent).
                 c.execute(Q["lock_workflow"], {"workflow_uuid": ex.parent})
-            done = c.execute(Q["complete_workflow"], params).fetchone()
-            if done is not None and ex.parent is not None:
-                woken = c.execute(
-                    Q["wake_parent"], {"parent": ex.parent, "child": ex.workflow_id, "now": params["now"]}
-                ).fetchone()
+                done = c.execute(Q["complete_workflow"], params).fetchone()
+                if done is not None:
+                    woken = c.execute(
+                        Q["wake_parent"], {"parent": ex.parent, "child": ex.workflow_id, "now": params["now"]}
+                    ).fetchone()
         if done is None:
             # Cancelled under us (the lease is still ours: give it back), or our lease was taken
             # (preempted: nothing of ours may be written).

@@ -13,7 +13,8 @@ republishes the workflow and the body replays from the top.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +63,10 @@ class Execution:
         epoch: int,
         recorded: list[dict[str, Any]],
         parent: str | None,
+        conn: Conn | None = None,
     ) -> None:
         self.engine = engine
+        self.conn = conn
         self.workflow_id = workflow_id
         self.epoch = epoch
         self.parent = parent
@@ -71,6 +74,27 @@ class Execution:
         self.recorded = {int(r["function_id"]): Recorded(**r) for r in recorded}
         self._next_id = 0
         self.step_attempt = 0
+        # The status this run last read from its own row (the claim just set PENDING). Every
+        # checkpoint returns the row's status, so a boundary right after one needs no extra query.
+        self._status = "PENDING"
+        self._status_at = time.monotonic()
+
+    @contextmanager
+    def _conn(self) -> Iterator[Conn]:
+        """The connection this run holds from claim to end (one pool checkout per delivery)."""
+        if self.conn is None:
+            with self.engine.db.conn() as c:
+                yield c
+        else:
+            yield self.conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[Conn]:
+        with self._conn() as c, c.transaction():
+            yield c
+
+    def _observe(self, status: str) -> None:
+        self._status, self._status_at = status, time.monotonic()
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -91,11 +115,20 @@ class Execution:
         return fid, rec
 
     def boundary(self) -> None:
-        """The step-boundary check: stop if cancelled, or if our lease was taken over."""
-        with self.engine.db.conn() as c:
+        """The step-boundary check: stop if cancelled, or if our lease was taken over.
+
+        A status read less than `boundary_fresh_ms` ago (normally the previous checkpoint's) is
+        used as is. That read also renewed our lease for `lease_ms`, so no takeover can have
+        happened since; only a cancel can, and it is seen at the next boundary after that window.
+        """
+        fresh_s = self.engine.settings.boundary_fresh_ms / 1000
+        if self._status == "PENDING" and time.monotonic() - self._status_at < fresh_s:
+            return
+        with self._conn() as c:
             row = c.execute(Q["check_boundary"], {"workflow_uuid": self.workflow_id}).fetchone()
         if row is None or row["lease_epoch"] != self.epoch or row["executor_id"] != self.executor_id:
             raise Preempted(self.workflow_id)
+        self._observe(row["status"])
         if row["status"] == "CANCELLED":
             raise Cancelled(self.workflow_id)
         if row["status"] != "PENDING":
@@ -130,6 +163,7 @@ class Execution:
         ).fetchone()
         if row is None or row["status"] is None:
             raise Preempted(self.workflow_id)
+        self._observe(row["status"])
         if row["inserted"] == 0:
             # Someone recorded this id first (a forked copy or an earlier runner): theirs stands.
             got = c.execute(Q["get_step"], {"workflow_uuid": self.workflow_id, "function_id": fid}).fetchone()
@@ -138,8 +172,10 @@ class Execution:
         return Recorded(fid, name, output, error, child)
 
     def _lock_own(self, c: Conn) -> None:
-        if c.execute(Q["lock_own"], self._fence()).fetchone() is None:
+        row = c.execute(Q["lock_own"], self._fence()).fetchone()
+        if row is None:
             raise Preempted(self.workflow_id)
+        self._observe(row["status"])
 
     def _park(self, c: Conn, reason: str, wake_at: int | None) -> None:
         now = clock.now_ms()
@@ -193,7 +229,7 @@ class Execution:
                     continue
                 output, error, raised = None, serde.encode_error(exc), exc
                 break
-        with self.engine.db.conn() as c:
+        with self._conn() as c:
             stored = self._record(c, fid, name, output=output, error=error, started_at=started)
         faults.reached(faults.STEP_COMMITTED, name)
         if stored.output != output or stored.error != error:
@@ -214,7 +250,7 @@ class Execution:
         faults.reached(faults.STEP_STARTED, name)
         raised: Exception | None = None
         try:
-            with self.engine.db.tx() as c:
+            with self._tx() as c:
                 result = fn(c, *args, **kwargs)
                 output = serde.dumps(result)
                 # If the fence fails this raises Preempted and the product writes roll back with it.
@@ -223,7 +259,7 @@ class Execution:
             raise  # infrastructure, not a step failure: the lease expires and the run is recovered
         except Exception as exc:
             raised = exc
-            with self.engine.db.conn() as c:
+            with self._conn() as c:
                 stored = self._record(
                     c, fid, name, output=None, error=serde.encode_error(exc), started_at=started
                 )
@@ -243,7 +279,7 @@ class Execution:
         else:
             now = clock.now_ms()
             wake_at = now + max(int(seconds * 1000), 0)
-            with self.engine.db.tx() as c:
+            with self._tx() as c:
                 self._record(
                     c, fid, "kodo.sleep", output=serde.dumps({"wake_at": wake_at}), error=None, started_at=now
                 )
@@ -255,7 +291,7 @@ class Execution:
             raise Parked(self.workflow_id)
         if clock.now_ms() >= wake_at:
             return
-        with self.engine.db.tx() as c:
+        with self._tx() as c:
             self._park(c, "sleep", wake_at)
         raise Parked(self.workflow_id)
 
@@ -265,7 +301,7 @@ class Execution:
         if rec is not None:
             return rec.value()
         now = clock.now_ms()
-        with self.engine.db.tx() as c:
+        with self._tx() as c:
             self._lock_own(c)
             if drec is None:
                 deadline = now + max(int(timeout_s * 1000), 0)
@@ -296,7 +332,7 @@ class Execution:
             return
         now = clock.now_ms()
         woken: dict[str, Any] | None = None
-        with self.engine.db.tx() as c:
+        with self._tx() as c:
             # Lock both rows in id order so two workflows messaging each other cannot deadlock.
             for wid in sorted({self.workflow_id, destination}):
                 if wid == self.workflow_id:
@@ -337,7 +373,7 @@ class Execution:
             return rec.child_workflow_id
         child_id = workflow_id or f"{self.workflow_id}-{fid}"
         now = clock.now_ms()
-        with self.engine.db.tx() as c:
+        with self._tx() as c:
             created = self.engine.insert_workflow(
                 c,
                 wf,
@@ -366,7 +402,7 @@ class Execution:
         if rec is not None:
             return rec.value()
         now = clock.now_ms()
-        with self.engine.db.tx() as c:
+        with self._tx() as c:
             self._lock_own(c)
             child = c.execute(Q["get_workflow"], {"workflow_uuid": child_id}).fetchone()
             if child is None:
@@ -388,7 +424,7 @@ class Execution:
         if rec is not None:
             return list(rec.value())
         now = clock.now_ms()
-        with self.engine.db.tx() as c:
+        with self._tx() as c:
             self._lock_own(c)
             rows = c.execute(Q["child_states"], {"parent": self.workflow_id}).fetchall()
             if all(r["status"] in TERMINAL for r in rows):

@@ -106,7 +106,8 @@ def test_a_stale_epoch_cannot_checkpoint_park_or_complete(rt: Runtime, sql: Sql)
     """Claim in this process, then bump lease_epoch with SQL (a takeover): every write is refused."""
     wid = "stale-epoch"
     _insert(rt, t.sleeper, 30, workflow_id=wid)
-    row = rt.engine._claim(wid)
+    with rt.db.conn() as claim_conn:
+        row = rt.engine._claim(claim_conn, wid)
     assert row is not None
     assert row["lease_epoch"] == 1
     ex = Execution(rt.engine, wid, int(row["lease_epoch"]), row["recorded"], None)
