@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
+import redis
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
@@ -101,13 +102,16 @@ class Result:
     system: str
     config: str
     count: int = 0
-    throughput_wps: float = math.nan
-    throughput_window_s: float = math.nan
-    start_window_s: float = math.nan
+    throughput_wps: float = math.nan  # median over the rounds
+    throughput_rounds: list[float] = field(default_factory=list)
+    throughput_window_s: float = math.nan  # of the median round
+    start_window_s: float = math.nan  # of the median round
     latency: Dist = field(default_factory=lambda: Dist.of([]))
     observed: Dist = field(default_factory=lambda: Dist.of([]))
     breakdown: list[tuple[str, float]] = field(default_factory=list)
-    cpu: list[tuple[str, float]] = field(default_factory=list)
+    cpu: list[tuple[str, float]] = field(default_factory=list)  # seconds over all throughput rounds
+    cpu_workflows: int = 0  # workflows those CPU seconds were spent on
+    latency_steal_pct: float = math.nan  # hypervisor steal during the latency run (noise indicator)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -281,17 +285,15 @@ def start_concurrently(start: StartFn, keys: Sequence[str], threads: int) -> tup
 
 
 def measure_throughput(
-    result: Result, start: StartFn, probe: Probe, keys: Sequence[str], *, threads: int, timeout_s: float
-) -> None:
+    start: StartFn, probe: Probe, keys: Sequence[str], *, threads: int, timeout_s: float, what: str
+) -> tuple[float, float]:
+    """Start every key at once; returns (seconds from the first start to the last completion, start wall)."""
     t0, start_wall = start_concurrently(start, keys, threads)
-    log(f"  {result.system}: {len(keys)} started in {start_wall:.2f}s from {threads} threads; waiting")
-    last_ms = wait_all(probe, keys, timeout_s, f"{result.system} throughput")
+    log(f"  {what}: {len(keys)} started in {start_wall:.2f}s from {threads} threads; waiting")
+    last_ms = wait_all(probe, keys, timeout_s, what)
     window = (last_ms - t0 * 1000) / 1000
-    result.count = len(keys)
-    result.start_window_s = start_wall
-    result.throughput_window_s = window
-    result.throughput_wps = len(keys) / window
-    log(f"  {result.system}: {len(keys)} workflows in {window:.2f}s = {result.throughput_wps:.1f}/s")
+    log(f"  {what}: {len(keys)} workflows in {window:.2f}s = {len(keys) / window:.1f}/s")
+    return window, start_wall
 
 
 def measure_latency(
@@ -309,6 +311,7 @@ def measure_latency(
     observed: list[float] = []
     t0s: dict[str, float] = {}
     total = len(keys)
+    stat0, wall0 = _system_cpu(), time.monotonic()
     for i, key in enumerate(keys):
         t0 = time.time()
         start(key)
@@ -325,10 +328,12 @@ def measure_latency(
             t0s[key] = t0 * 1000
             stamped.append(done_ms - t0 * 1000)
             observed.append((seen - t0) * 1000)
-        if (i + 1) % max(total // 4, 1) == 0:
+        if stamped and (i + 1) % max(total // 4, 1) == 0:
             log(
                 f"  {result.system} latency: {i + 1}/{total} (median so far {statistics.median(stamped or [0]):.1f} ms)"
             )
+    steal = _system_cpu()[1] - stat0[1]
+    result.latency_steal_pct = 100 * steal / ((time.monotonic() - wall0) * (os.cpu_count() or 1))
     result.latency = Dist.of(stamped)
     result.observed = Dist.of(observed)
     result.breakdown = breakdown(probe, t0s)
@@ -346,20 +351,54 @@ class Plan:
     threads: int
     poll_ms: float
     timeout_s: float
+    rounds: int
 
 
-def measure_all(result: Result, start: StartFn, probe: Probe, plan: Plan, worker_pgids: set[int]) -> None:
-    """Warm-up batch, throughput run (with CPU accounting), then the one-at-a-time latency run."""
+def measure_all(
+    result: Result,
+    start: StartFn,
+    probe: Probe,
+    plan: Plan,
+    worker_pgids: set[int],
+    drain: Callable[[], float] | None = None,
+) -> None:
+    """Warm-up batch, `rounds` throughput runs (with CPU accounting), then the one-at-a-time latency run.
+
+    `drain` (Celery systems) waits until the broker holds no message, so leftovers of one round (e.g.
+    duplicate deliveries) do not run inside the next; it returns the seconds it waited.
+    """
     run = plan.run_id
     warm = [f"{run}-warm-{i}" for i in range(plan.warmup_batch)]
     start_concurrently(start, warm, plan.threads)
     wait_all(probe, warm, 120, f"{result.system} warm-up")
     log(f"  {result.system}: warm-up batch of {len(warm)} done")
+    if drain is not None:
+        drain()
     meter = CpuMeter(standard_cpu_groups(worker_pgids))
     meter.begin()
-    keys = [f"{run}-tp-{i}" for i in range(plan.count)]
-    measure_throughput(result, start, probe, keys, threads=plan.threads, timeout_s=plan.timeout_s)
+    runs: list[tuple[float, float]] = []
+    drained: list[float] = []
+    for r in range(1, plan.rounds + 1):
+        keys = [f"{run}-tp{r}-{i}" for i in range(plan.count)]
+        what = f"{result.system} throughput round {r}/{plan.rounds}"
+        runs.append(
+            measure_throughput(start, probe, keys, threads=plan.threads, timeout_s=plan.timeout_s, what=what)
+        )
+        if drain is not None:
+            drained.append(drain())
     result.cpu = meter.end()
+    if any(d > 0.2 for d in drained):
+        result.notes.append(
+            "messages still queued after all workflows of a round were done (drained before going on): "
+            + ", ".join(f"{d:.1f} s" for d in drained)
+        )
+    result.cpu_workflows = plan.count * plan.rounds
+    result.count = plan.count
+    result.throughput_rounds = [plan.count / window for window, _ in runs]
+    window, start_wall = sorted(runs)[len(runs) // 2]
+    result.throughput_window_s = window
+    result.start_window_s = start_wall
+    result.throughput_wps = plan.count / window
     if plan.samples > 0:
         lat = [f"{run}-lat-{i}" for i in range(plan.warmup + plan.samples)]
         measure_latency(result, start, probe, lat, warmup=plan.warmup, poll_s=plan.poll_ms / 1000)
@@ -414,14 +453,17 @@ class CpuMeter:
     def __init__(self, groups: dict[str, Callable[[int, int, str], bool]]) -> None:
         self.groups = groups
         self._before: dict[int, tuple[str, int, float]] = {}
+        self._stat = (0.0, 0.0)
         self._t0 = 0.0
 
     def begin(self) -> None:
         self._before = _proc_table()
+        self._stat = _system_cpu()
         self._t0 = time.monotonic()
 
     def end(self) -> list[tuple[str, float]]:
         after = _proc_table()
+        idle, steal = (b - a for a, b in zip(self._stat, _system_cpu(), strict=True))
         wall = time.monotonic() - self._t0
         totals: dict[str, float] = {name: 0.0 for name in self.groups}
         totals["other"] = 0.0
@@ -436,8 +478,15 @@ class CpuMeter:
             else:
                 totals["other"] += used
         rows = [(name, secs) for name, secs in totals.items() if secs > 0.005]
-        rows.append(("(wall clock)", wall))
+        rows += [("(idle)", idle), ("(steal)", steal), ("(wall clock)", wall)]
         return rows
+
+
+def _system_cpu() -> tuple[float, float]:
+    """Seconds of (idle + iowait, steal) summed over all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    return (fields[3] + fields[4]) / _TICK, fields[7] / _TICK
 
 
 def standard_cpu_groups(worker_pgids: set[int]) -> dict[str, Callable[[int, int, str], bool]]:
@@ -547,6 +596,51 @@ def base_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def broker_backlog(r: redis.Redis[bytes], queue: str) -> int:
+    """Messages of `queue` still in a Celery Redis broker: queued (every priority list) or unacked."""
+    lists = [queue, *(f"{queue}\x06\x16{p}" for p in range(1, 10))]  # kombu's priority-list key names
+    return sum(int(r.llen(key)) for key in lists) + int(r.hlen("unacked"))
+
+
+def broker_drain(broker_url: str, queue: str, timeout_s: float = 180.0) -> Callable[[], float]:
+    """A `drain` for `measure_all`: block until the broker holds no message of `queue`."""
+    r = redis.Redis.from_url(broker_url)
+
+    def drain() -> float:
+        began = time.monotonic()
+        while (left := broker_backlog(r, queue)) > 0:
+            if time.monotonic() - began > timeout_s:
+                raise BenchError(f"broker still holds {left} messages of {queue} after {timeout_s:.0f}s")
+            time.sleep(0.05)
+        return time.monotonic() - began
+
+    return drain
+
+
+def own_tcp_ports() -> set[int]:
+    """Local TCP ports of this process's sockets (to tell our broker connections from others')."""
+    inodes: set[str] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                next(fh)
+                for line in fh:
+                    parts = line.split()
+                    if parts[9] in inodes:
+                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return ports
 
 
 def recreate_database(name: str) -> None:

@@ -92,6 +92,7 @@ def run_driver(args: argparse.Namespace) -> int:
         threads=args.threads,
         poll_ms=args.poll_ms,
         timeout_s=args.timeout,
+        rounds=args.rounds,
     )
     try:
         with connect(args.db_url) as conn:
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--threads", type=int, default=4)
     d.add_argument("--poll-ms", type=float, default=1.0)
     d.add_argument("--timeout", type=float, default=300.0)
+    d.add_argument("--rounds", type=int, default=3)
     d.add_argument("--worker-pgids", default="")
     args = p.parse_args(argv)
     return run_worker(args) if args.cmd == "worker" else run_driver(args)

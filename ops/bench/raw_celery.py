@@ -4,11 +4,14 @@ Workers: `celery -A ops.bench.raw_celery worker -Q rawQ -c N`. Environment:
 - BENCH_BROKER_URL  the broker (the same Redis as kodo's run);
 - BENCH_RAW_DB_URL  the database holding `public.bench_raw`;
 - BENCH_RAW_CONFIG  `defaults` (Celery's defaults: early ack, prefetch 4, no task events) or `kodo`
-  (kodo's own Celery settings: acks_late, reject_on_worker_lost, prefetch 1, task events).
+  (kodo's own Celery settings: acks_late, reject_on_worker_lost, prefetch 1, task events);
+- BENCH_RAW_OVERRIDES  optional JSON object of Celery settings applied last (for experiments, e.g.
+  '{"worker_send_task_events": false, "task_send_sent_event": false}').
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -43,6 +46,7 @@ def make_config(broker_url: str, mode: str) -> dict[str, Any]:
         accept_content=["json"],
         worker_hijack_root_logger=False,
     )
+    conf.update(json.loads(os.environ.get("BENCH_RAW_OVERRIDES", "{}")))
     return conf
 
 
