@@ -90,7 +90,7 @@ class Reconciler:
                     "now": now,
                     "app_version": self.settings.app_version,
                     "limit": BATCH,
-                    "stale_before": now - self.settings.republish_after_ms,
+                    "republish_after": self.settings.republish_after_ms,
                 },
             ).fetchall()
         self._publish(stale)

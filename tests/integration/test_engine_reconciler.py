@@ -165,3 +165,34 @@ def test_a_dead_local_runner_is_expired_at_once_and_republished_once_per_window(
     for _ in range(3):
         again = reconciler.sweep()
         assert (again.dead_leases, again.republished) == (0, 0)
+
+
+def test_republishing_backs_off_so_a_backlog_does_not_multiply_messages(rt: Runtime, sql: Sql) -> None:
+    """A row merely waiting in a long broker backlog is republished after 1, 2, 4... windows (here
+    KODO_REPUBLISH_AFTER_MS=1000), not once per window; its claim resets the backoff.
+    """
+    wid = "backlog-row"
+    _insert_unpublished(rt, t.four_steps, workflow_id=wid)
+    reconciler = rt.reconciler()
+
+    def aged(ms: int) -> int:
+        sql(
+            "UPDATE dbos.workflow_status SET published_at_epoch_ms = %s WHERE workflow_uuid = %s",
+            (clock.now_ms() - ms, wid),
+        )
+        return reconciler.sweep().republished
+
+    assert aged(1500) == 1  # first window passed
+    assert reconciler.sweep().republished == 0  # just published
+    assert aged(1500) == 0  # the second wait is two windows
+    assert aged(2500) == 1
+    assert aged(3500) == 0  # the third is four windows
+    assert aged(4500) == 1
+    assert sql("SELECT publish_count FROM dbos.workflow_status WHERE workflow_uuid = %s", (wid,))[0] == {
+        "publish_count": 3
+    }
+    assert str(rt.engine.execute(wid)) == "success"
+    assert rt.client.get(wid)["lease_epoch"] == 1
+    assert sql("SELECT publish_count FROM dbos.workflow_status WHERE workflow_uuid = %s", (wid,))[0] == {
+        "publish_count": 0
+    }

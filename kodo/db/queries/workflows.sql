@@ -36,6 +36,7 @@ WITH claimed AS (
                                     THEN NULL ELSE %(lease_until)s END,
         recovery_attempts = recovery_attempts + CASE WHEN executor_id IS NOT NULL THEN 1 ELSE 0 END,
         lease_epoch = lease_epoch + 1,
+        publish_count = 0,
         started_at_epoch_ms = COALESCE(started_at_epoch_ms, %(now)s),
         updated_at = %(now)s
     WHERE workflow_uuid = %(workflow_uuid)s
