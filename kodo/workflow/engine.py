@@ -121,7 +121,9 @@ class Engine:
         row = c.execute(Q["claim_workflow"], params).fetchone()
         if row is not None:
             return row
-        why = c.execute(Q["count_noop_delivery"], {"workflow_uuid": workflow_id}).fetchone()
+        why = c.execute(
+            Q["count_noop_delivery"], {"workflow_uuid": workflow_id, "app_version": self.settings.app_version}
+        ).fetchone()
         if why is None or not executor.is_local_and_dead(why["executor_id"]):
             log.info("no-op delivery of %s: %s", workflow_id, _noop_reason(why))
             return None

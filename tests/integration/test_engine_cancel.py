@@ -13,28 +13,11 @@ from typing import Any
 import pytest
 
 from kodo import clock
-from kodo.db.pool import Conn
 from kodo.errors import ConflictError, NotFoundError
 from kodo.runtime import Runtime
-from kodo.workflow.registry import WorkflowDef
 from tests.conftest import effects_of
 from tests.support import workflows as t
-
-Sql = Callable[..., list[dict[str, Any]]]
-
-
-def _poll(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(0.02)
-
-
-def _insert(rt: Runtime, wf: WorkflowDef[..., Any], *args: Any, workflow_id: str) -> None:
-    c: Conn
-    with rt.db.tx() as c:
-        assert rt.engine.insert_workflow(c, wf, args, {}, workflow_id=workflow_id)
+from tests.support.helpers import Sql, insert_unpublished, poll
 
 
 def test_cancel_while_sleeping_then_resume_continues_from_checkpoints(
@@ -43,7 +26,7 @@ def test_cancel_while_sleeping_then_resume_continues_from_checkpoints(
     start_worker()
     wid = "cancel-nap"
     rt.client.start(t.sleeper, 0.8, workflow_id=wid)
-    _poll(lambda: rt.client.get(wid)["wait_reason"] == "sleep", 15, "the sleeper parked")
+    poll(lambda: rt.client.get(wid)["wait_reason"] == "sleep", 15, "the sleeper parked")
     wake_at = rt.client.get(wid)["wake_at_epoch_ms"]
     rt.client.cancel(wid)
     row = rt.client.get(wid)
@@ -74,11 +57,11 @@ def test_cancel_is_checked_at_the_next_step_boundary(
     start_worker()
     wid = "cancel-midway"
     rt.client.start(t.effects, 4, 1.0, workflow_id=wid)  # odd steps hold for 1 s
-    _poll(lambda: effects_of(sql, wid).get("e1") == 1, 15, "step e1 running")
+    poll(lambda: effects_of(sql, wid).get("e1") == 1, 15, "step e1 running")
     rt.client.cancel(wid)
     assert rt.client.get(wid)["status"] == "CANCELLED"
     # The step in flight finishes; the runner stops at the boundary before e2 and gives its lease back.
-    _poll(lambda: rt.client.get(wid)["executor_id"] is None, 10, "the runner released its lease")
+    poll(lambda: rt.client.get(wid)["executor_id"] is None, 10, "the runner released its lease")
     time.sleep(0.3)
     assert effects_of(sql, wid) == {"e0": 1, "e1": 1}
     assert [s["function_id"] for s in rt.client.steps(wid)] == [1, 2]
@@ -96,7 +79,7 @@ def test_a_cancel_landing_just_before_a_wait_releases_the_lease(rt: Runtime, sql
     """Cancelled between a step and a durable wait: the run stops as cancelled and gives its lease
     back, so a resume runs it at once (not after the lease expires, and not as a 'recovery')."""
     wid = f"cancel-before-{op}"
-    _insert(rt, t.cancel_then_wait, op, workflow_id=wid)
+    insert_unpublished(rt, t.cancel_then_wait, op, workflow_id=wid)
     assert str(rt.engine.execute(wid)) == "cancelled"
     row = rt.client.get(wid)
     assert row["status"] == "CANCELLED"
@@ -113,7 +96,7 @@ def test_a_cancel_landing_just_before_a_wait_releases_the_lease(rt: Runtime, sql
 
 
 def test_cancel_resume_of_finished_or_unknown_workflows_are_refused(rt: Runtime) -> None:
-    _insert(rt, t.four_steps, workflow_id="done-already")
+    insert_unpublished(rt, t.four_steps, workflow_id="done-already")
     assert str(rt.engine.execute("done-already")) == "success"
     with pytest.raises(ConflictError, match="cannot cancel workflow in status SUCCESS"):
         rt.client.cancel("done-already")
@@ -149,7 +132,7 @@ def test_fork_reuses_outputs_before_step_n_and_runs_the_rest(
 
 
 def test_fork_bounds(rt: Runtime) -> None:
-    _insert(rt, t.effects, 4, workflow_id="fork-bounds")
+    insert_unpublished(rt, t.effects, 4, workflow_id="fork-bounds")
     assert str(rt.engine.execute("fork-bounds")) == "success"
     with pytest.raises(ConflictError, match="exceeds max step 4"):
         rt.client.fork("fork-bounds", 5, new_workflow_id="fork-bounds-5")

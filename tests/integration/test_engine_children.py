@@ -9,20 +9,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from kodo.db.pool import Conn
 from kodo.runtime import Runtime
-from kodo.workflow.registry import WorkflowDef
 from tests.conftest import effects_of
 from tests.support import procs
 from tests.support import workflows as t
-
-Sql = Callable[..., list[dict[str, Any]]]
-
-
-def _insert(rt: Runtime, wf: WorkflowDef[..., Any], *args: Any, workflow_id: str) -> None:
-    c: Conn
-    with rt.db.tx() as c:
-        assert rt.engine.insert_workflow(c, wf, args, {}, workflow_id=workflow_id)
+from tests.support.helpers import Sql, insert_unpublished
 
 
 def test_fan_out_parent_holds_no_slot_and_wakes_once_after_the_last_child(
@@ -92,7 +83,7 @@ def test_a_failing_childs_exception_surfaces_through_get_result(
 
 def test_cancelling_a_child_wakes_a_parent_waiting_on_it(rt: Runtime, sql: Sql) -> None:
     """A cancelled child is finished for its parent: get_result raises instead of waiting forever."""
-    _insert(rt, t.awaits_child, 30, "one", workflow_id="await-one")
+    insert_unpublished(rt, t.awaits_child, 30, "one", workflow_id="await-one")
     assert str(rt.engine.execute("await-one")) == "parked"
     assert rt.client.get("await-one")["wait_reason"] == "child:await-one-c"
     assert str(rt.engine.execute("await-one-c")) == "parked"  # the child sleeps 30 s
@@ -106,7 +97,7 @@ def test_cancelling_a_child_wakes_a_parent_waiting_on_it(rt: Runtime, sql: Sql) 
 
 
 def test_cancelling_the_last_running_child_completes_the_fan_in(rt: Runtime) -> None:
-    _insert(rt, t.awaits_child, 30, "all", workflow_id="await-all")
+    insert_unpublished(rt, t.awaits_child, 30, "all", workflow_id="await-all")
     assert str(rt.engine.execute("await-all")) == "parked"
     assert rt.client.get("await-all")["wait_reason"] == "children"
     rt.client.cancel("await-all-c")
@@ -116,7 +107,7 @@ def test_cancelling_the_last_running_child_completes_the_fan_in(rt: Runtime) -> 
 
 
 def test_a_child_that_exceeds_its_recovery_attempts_wakes_its_parent(rt: Runtime, sql: Sql) -> None:
-    _insert(rt, t.awaits_child, 30, "one", workflow_id="await-max")
+    insert_unpublished(rt, t.awaits_child, 30, "one", workflow_id="await-max")
     assert str(rt.engine.execute("await-max")) == "parked"
     # The child's runner keeps dying on another host until the cap (0 recoveries allowed) is hit.
     sql(

@@ -5,23 +5,19 @@ write a checkpoint, a product row or the outcome; a duplicate delivery is a coun
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from kodo import clock
-from kodo.db.pool import Conn
 from kodo.errors import Preempted
 from kodo.runtime import Runtime
 from kodo.workflow import context, serde
 from kodo.workflow.execution import Execution
-from kodo.workflow.registry import WorkflowDef
 from tests.conftest import effects_of
 from tests.support import workflows as t
-
-Sql = Callable[..., list[dict[str, Any]]]
+from tests.support.helpers import Sql, insert_unpublished, poll
 
 TAKEOVER = """
 UPDATE dbos.workflow_status SET lease_epoch = lease_epoch + 1, executor_id = 'otherhost:1:x',
@@ -31,25 +27,11 @@ WHERE workflow_uuid = %(w)s
 EXPIRE_FOREIGN = "UPDATE dbos.workflow_status SET lease_until_epoch_ms = 1 WHERE workflow_uuid = %s"
 
 
-def _insert(rt: Runtime, wf: WorkflowDef[..., Any], *args: Any, workflow_id: str) -> None:
-    c: Conn
-    with rt.db.tx() as c:
-        assert rt.engine.insert_workflow(c, wf, args, {}, workflow_id=workflow_id)
-
-
-def _poll(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(0.02)
-
-
 def test_zombie_transaction_step_is_refused_and_its_product_write_rolls_back(
     rt: Runtime, sql: Sql, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wid = "zombie-tx"
-    _insert(rt, t.zombie, "tx", workflow_id=wid)
+    insert_unpublished(rt, t.zombie, "tx", workflow_id=wid)
     # While step 2 (a transaction) runs, another executor takes the workflow over (epoch 1 -> 2).
     monkeypatch.setenv(t.TAKEOVER_ENV, wid)
     assert str(rt.engine.execute(wid)) == "preempted"
@@ -81,7 +63,7 @@ def test_zombie_plain_step_checkpoint_is_refused(
     rt: Runtime, sql: Sql, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wid = "zombie-step"
-    _insert(rt, t.zombie, "step", workflow_id=wid)
+    insert_unpublished(rt, t.zombie, "step", workflow_id=wid)
     monkeypatch.setenv(t.TAKEOVER_ENV, wid)
     assert str(rt.engine.execute(wid)) == "preempted"
     # A plain step's side effect is outside the database transaction (at-least-once), but the
@@ -105,7 +87,7 @@ def test_zombie_plain_step_checkpoint_is_refused(
 def test_a_stale_epoch_cannot_checkpoint_park_or_complete(rt: Runtime, sql: Sql) -> None:
     """Claim in this process, then bump lease_epoch with SQL (a takeover): every write is refused."""
     wid = "stale-epoch"
-    _insert(rt, t.sleeper, 30, workflow_id=wid)
+    insert_unpublished(rt, t.sleeper, 30, workflow_id=wid)
     with rt.db.conn() as claim_conn:
         row = rt.engine._claim(claim_conn, wid)
     assert row is not None
@@ -147,7 +129,7 @@ def test_duplicate_deliveries_of_a_running_then_finished_workflow_are_counted_no
     start_worker()
     wid = "dup-delivery"
     rt.client.start(t.effects, 3, 1.0, workflow_id=wid)  # e1 holds its step for 1 s
-    _poll(lambda: effects_of(sql, wid).get("e1") == 1, 15, "step e1 running in the worker")
+    poll(lambda: effects_of(sql, wid).get("e1") == 1, 15, "step e1 running in the worker")
     running = rt.client.get(wid)
     assert running["status"] == "PENDING"
     assert running["executor_id"] is not None
@@ -156,7 +138,7 @@ def test_duplicate_deliveries_of_a_running_then_finished_workflow_are_counted_no
     assert str(rt.engine.execute(wid)) == "noop"
     assert rt.client.get(wid)["noop_deliveries"] == 1
     rt.engine.publish(wid, "intentQ")
-    _poll(lambda: rt.client.get(wid)["noop_deliveries"] == 2, 10, "the broker duplicate as a no-op")
+    poll(lambda: rt.client.get(wid)["noop_deliveries"] == 2, 10, "the broker duplicate as a no-op")
 
     done = rt.client.wait(wid, 20)
     assert done["status"] == "SUCCESS"

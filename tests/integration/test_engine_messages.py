@@ -14,14 +14,11 @@ from typing import Any
 import pytest
 
 from kodo import clock
-from kodo.db.pool import Conn
 from kodo.errors import NotFoundError
 from kodo.runtime import Runtime
-from kodo.workflow.registry import WorkflowDef
 from tests.conftest import effects_of
 from tests.support import workflows as t
-
-Sql = Callable[..., list[dict[str, Any]]]
+from tests.support.helpers import Sql, insert_unpublished
 
 FORCE_PENDING = """
 UPDATE dbos.workflow_status SET status = 'PENDING', executor_id = NULL, lease_until_epoch_ms = NULL,
@@ -40,12 +37,6 @@ def _poll(cond: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
         time.sleep(0.01)
-
-
-def _insert(rt: Runtime, wf: WorkflowDef[..., Any], *args: Any, workflow_id: str) -> None:
-    c: Conn
-    with rt.db.tx() as c:
-        assert rt.engine.insert_workflow(c, wf, args, {}, workflow_id=workflow_id)
 
 
 def test_two_sends_are_received_in_order_and_consumed_once(
@@ -77,7 +68,7 @@ def test_two_sends_are_received_in_order_and_consumed_once(
 
 def test_a_message_sent_before_the_recv_is_found_without_parking(rt: Runtime, sql: Sql) -> None:
     wid = "rx-early"
-    _insert(rt, t.receiver, "early", 30, workflow_id=wid)
+    insert_unpublished(rt, t.receiver, "early", 30, workflow_id=wid)
     assert rt.client.send(wid, "already here", topic="early")
     assert rt.client.send(wid, "other topic", topic="elsewhere")
     assert str(rt.engine.execute(wid)) == "success"  # not "parked"
@@ -129,7 +120,7 @@ def test_no_lost_wake_up_whenever_the_send_lands(rt: Runtime, start_worker: Call
 
 def test_an_idempotency_key_delivers_once(rt: Runtime, sql: Sql) -> None:
     wid = "rx-idem"
-    _insert(rt, t.receive_n, "k", 2, 0.3, workflow_id=wid)
+    insert_unpublished(rt, t.receive_n, "k", 2, 0.3, workflow_id=wid)
     key = f"{wid}-key-1"
     assert rt.client.send(wid, "once", topic="k", idempotency_key=key) is True
     assert rt.client.send(wid, "once", topic="k", idempotency_key=key) is False

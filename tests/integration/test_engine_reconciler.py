@@ -11,14 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from kodo import clock
-from kodo.db.pool import Conn
 from kodo.runtime import Runtime
 from kodo.workflow import executor
-from kodo.workflow.registry import WorkflowDef
 from tests.conftest import effects_of
 from tests.support import workflows as t
-
-Sql = Callable[..., list[dict[str, Any]]]
+from tests.support.helpers import Sql, insert_unpublished
 
 DEAD_FOREIGN_RUNNER = """
 UPDATE dbos.workflow_status SET status = 'PENDING', executor_id = 'otherhost:1:x',
@@ -26,15 +23,6 @@ UPDATE dbos.workflow_status SET status = 'PENDING', executor_id = 'otherhost:1:x
     wake_at_epoch_ms = NULL, published_at_epoch_ms = %(published)s
 WHERE workflow_uuid = %(w)s
 """
-
-
-def _insert_unpublished(
-    rt: Runtime, wf: WorkflowDef[..., Any], *args: Any, workflow_id: str, **options: Any
-) -> None:
-    """The enqueue transaction commits, and then the publish is lost (never sent)."""
-    c: Conn
-    with rt.db.tx() as c:
-        assert rt.engine.insert_workflow(c, wf, args, {}, workflow_id=workflow_id, **options)
 
 
 def _published_at(sql: Sql, wid: str) -> int | None:
@@ -45,7 +33,7 @@ def _published_at(sql: Sql, wid: str) -> int | None:
 def test_a_lost_publish_is_republished_by_the_reconciler_and_runs(
     rt: Runtime, start_worker: Callable[..., Any], sql: Sql
 ) -> None:
-    _insert_unpublished(rt, t.effects, 2, workflow_id="lost-publish")
+    insert_unpublished(rt, t.effects, 2, workflow_id="lost-publish")
     before = rt.client.get("lost-publish")
     assert before["status"] == "ENQUEUED"
     start_worker()
@@ -63,7 +51,7 @@ def test_an_expired_lease_of_a_dead_foreign_runner_is_recovered(
     rt: Runtime, start_worker: Callable[..., Any], sql: Sql
 ) -> None:
     wid = "expired-lease"
-    _insert_unpublished(rt, t.four_steps, workflow_id=wid)
+    insert_unpublished(rt, t.four_steps, workflow_id=wid)
     # A runner on another host claimed it, recorded step 1 (noop(0) doctored to 100), then died.
     sql(DEAD_FOREIGN_RUNNER, {"w": wid, "until": clock.now_ms() - 1000, "published": 0})
     sql(
@@ -83,7 +71,7 @@ def test_an_expired_lease_of_a_dead_foreign_runner_is_recovered(
 def test_a_live_foreign_lease_is_left_alone(rt: Runtime, start_worker: Callable[..., Any], sql: Sql) -> None:
     """Counter-check for the recovery above: a lease that has not expired is not taken over."""
     wid = "live-lease"
-    _insert_unpublished(rt, t.four_steps, workflow_id=wid)
+    insert_unpublished(rt, t.four_steps, workflow_id=wid)
     sql(DEAD_FOREIGN_RUNNER, {"w": wid, "until": clock.now_ms() + 60_000, "published": 0})
     start_worker()
     rt.engine.publish(wid, "intentQ")
@@ -98,7 +86,7 @@ def test_a_live_foreign_lease_is_left_alone(rt: Runtime, start_worker: Callable[
 
 def test_max_recovery_attempts_exceeded_stops_retries(rt: Runtime, sql: Sql) -> None:
     wid = "max-recovery"
-    _insert_unpublished(rt, t.sleeper, 60, workflow_id=wid, max_recovery_attempts=2)
+    insert_unpublished(rt, t.sleeper, 60, workflow_id=wid, max_recovery_attempts=2)
     reconciler = rt.reconciler()
     outcomes: list[str] = []
     attempts: list[int] = []
@@ -147,7 +135,7 @@ def test_a_dead_local_runner_is_expired_at_once_and_republished_once_per_window(
     """
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    _insert_unpublished(rt, t.effects, 1, workflow_id="dead-local")
+    insert_unpublished(rt, t.effects, 1, workflow_id="dead-local")
     sql(
         DEAD_FOREIGN_RUNNER.replace("'otherhost:1:x'", "%(eid)s"),
         {
@@ -172,7 +160,7 @@ def test_republishing_backs_off_so_a_backlog_does_not_multiply_messages(rt: Runt
     KODO_REPUBLISH_AFTER_MS=1000), not once per window; its claim resets the backoff.
     """
     wid = "backlog-row"
-    _insert_unpublished(rt, t.four_steps, workflow_id=wid)
+    insert_unpublished(rt, t.four_steps, workflow_id=wid)
     reconciler = rt.reconciler()
 
     def aged(ms: int) -> int:

@@ -14,26 +14,16 @@ from typing import Any
 
 import pytest
 
-from kodo.db.pool import Conn
 from kodo.runtime import Runtime
-from kodo.workflow.registry import WorkflowDef
 from tests.conftest import effects_of
 from tests.support import workflows as t
-
-Sql = Callable[..., list[dict[str, Any]]]
+from tests.support.helpers import Sql, insert_unpublished
 
 FORCE_PENDING = """
 UPDATE dbos.workflow_status SET status = 'PENDING', executor_id = NULL, lease_until_epoch_ms = NULL,
     output = NULL, error = NULL
 WHERE workflow_uuid = %s
 """
-
-
-def _insert(rt: Runtime, wf: WorkflowDef[..., Any], *args: Any, workflow_id: str) -> None:
-    """Insert the row only (no publish): this test runs the engine itself."""
-    c: Conn
-    with rt.db.tx() as c:
-        assert rt.engine.insert_workflow(c, wf, args, {}, workflow_id=workflow_id)
 
 
 def _steps(rt: Runtime, wid: str) -> list[tuple[int, str, Any, Any]]:
@@ -75,7 +65,7 @@ def test_every_step_is_checkpointed_once_and_replay_reruns_nothing(
 
 def test_replay_returns_recorded_outputs_not_fresh_ones(rt: Runtime, sql: Sql) -> None:
     """If replay ran steps again this workflow's output would change; it returns what is recorded."""
-    _insert(rt, t.four_steps, workflow_id="replay-doctored")
+    insert_unpublished(rt, t.four_steps, workflow_id="replay-doctored")
     assert str(rt.engine.execute("replay-doctored")) == "success"
     assert rt.client.get("replay-doctored")["output"] == "6"  # 0 + 1 + 2 + 3
     # Doctor the recorded output of step 2 (noop(1) -> 100): replay must return the record.
@@ -89,7 +79,7 @@ def test_replay_returns_recorded_outputs_not_fresh_ones(rt: Runtime, sql: Sql) -
 
 
 def test_a_recorded_step_error_is_replayed_as_the_same_exception_class(rt: Runtime, sql: Sql) -> None:
-    _insert(rt, t.catcher, "boom", workflow_id="replay-err")
+    insert_unpublished(rt, t.catcher, "boom", workflow_id="replay-err")
     assert str(rt.engine.execute("replay-err")) == "success"
     expected = "tests.support.workflows.StepBoomError:boom:after-catch"
     assert json.loads(rt.client.get("replay-err")["output"]) == expected
@@ -107,7 +97,7 @@ def test_a_recorded_step_error_is_replayed_as_the_same_exception_class(rt: Runti
 
 
 def test_a_failed_workflow_replays_to_the_same_error(rt: Runtime, sql: Sql) -> None:
-    _insert(rt, t.fails, "kaput", workflow_id="replay-fail")
+    insert_unpublished(rt, t.fails, "kaput", workflow_id="replay-fail")
     assert str(rt.engine.execute("replay-fail")) == "error"
     first = rt.client.get("replay-fail")
     assert first["status"] == "ERROR"
@@ -124,7 +114,7 @@ def test_a_different_step_at_a_recorded_function_id_is_a_non_determinism_error(
     rt: Runtime, sql: Sql, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KODO_TEST_BRANCH", raising=False)
-    _insert(rt, t.branchy, workflow_id="nondet")
+    insert_unpublished(rt, t.branchy, workflow_id="nondet")
     assert str(rt.engine.execute("nondet")) == "success"
     assert json.loads(rt.client.get("nondet")["output"]) == "a"
     assert [(s["function_id"], s["function_name"]) for s in rt.client.steps("nondet")] == [(1, "t.tx_effect")]
@@ -146,7 +136,7 @@ def test_a_different_step_at_a_recorded_function_id_is_a_non_determinism_error(
 
 
 def test_step_retries_until_success_with_waits_between_attempts(rt: Runtime, sql: Sql) -> None:
-    _insert(rt, t.retrying, 2, workflow_id="retry-ok")
+    insert_unpublished(rt, t.retrying, 2, workflow_id="retry-ok")
     assert str(rt.engine.execute("retry-ok")) == "success"
     row = rt.client.get("retry-ok")
     assert row["status"] == "SUCCESS"
@@ -160,7 +150,7 @@ def test_step_retries_until_success_with_waits_between_attempts(rt: Runtime, sql
 
 
 def test_step_retries_stop_after_max_attempts_and_the_workflow_fails(rt: Runtime, sql: Sql) -> None:
-    _insert(rt, t.retrying, 5, workflow_id="retry-exhausted")
+    insert_unpublished(rt, t.retrying, 5, workflow_id="retry-exhausted")
     assert str(rt.engine.execute("retry-exhausted")) == "error"
     row = rt.client.get("retry-exhausted")
     assert row["status"] == "ERROR"

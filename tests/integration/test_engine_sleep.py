@@ -14,20 +14,11 @@ from kodo.db.pool import Conn
 from kodo.runtime import Runtime
 from tests.conftest import effects_of
 from tests.support import workflows as t
-
-Sql = Callable[..., list[dict[str, Any]]]
+from tests.support.helpers import Sql, poll
 
 CLEAR_WAIT = (
     "UPDATE dbos.workflow_status SET wait_reason = NULL, wake_at_epoch_ms = NULL WHERE workflow_uuid = %s"
 )
-
-
-def _poll(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(0.02)
 
 
 def _wake_at(rt: Runtime, wid: str) -> int:
@@ -40,7 +31,7 @@ def test_a_sleeping_workflow_holds_no_slot_and_wakes_on_time(
 ) -> None:
     start_worker(concurrency=1)
     rt.client.start(t.sleeper, 2.0, workflow_id="nap")
-    _poll(lambda: rt.client.get("nap")["wait_reason"] == "sleep", 15, "the sleeper parked")
+    poll(lambda: rt.client.get("nap")["wait_reason"] == "sleep", 15, "the sleeper parked")
     parked = rt.client.get("nap")
     assert parked["status"] == "PENDING"
     assert parked["executor_id"] is None

@@ -13,16 +13,7 @@ from kodo.runtime import Runtime
 from kodo.workflow.client import Started
 from tests.conftest import effects_of
 from tests.support import workflows as t
-
-Sql = Callable[..., list[dict[str, Any]]]
-
-
-def _poll(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(0.02)
+from tests.support.helpers import Sql, poll
 
 
 def _rows_with_id(sql: Sql, wid: str) -> int:
@@ -104,7 +95,7 @@ def test_version_parity_work_waits_for_a_worker_of_its_own_version(
     assert rt.client.get("parity-A")["application_version"] == version
 
     # The version-B worker receives the message but refuses to claim it (a counted no-op).
-    _poll(lambda: rt.client.get("parity-A")["noop_deliveries"] >= 1, 10, "version-B worker refusal")
+    poll(lambda: rt.client.get("parity-A")["noop_deliveries"] >= 1, 10, "version-B worker refusal")
     # ... and neither it nor its reconciler ever runs it: well past the republish delay it is untouched.
     time.sleep(1.6)
     row = rt.client.get("parity-A")

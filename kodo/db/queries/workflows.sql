@@ -56,7 +56,11 @@ FROM claimed c
 
 -- name: count_noop_delivery
 -- A delivery that could not claim: count it on the row and say why (status, lease holder, wait).
-UPDATE dbos.workflow_status SET noop_deliveries = noop_deliveries + 1
+-- A worker of another version consumed the doorbell: mark it unpublished, so a reconciler of the
+-- row's own version rings again on its next pass (none running: nothing rings, no hot loop).
+UPDATE dbos.workflow_status SET noop_deliveries = noop_deliveries + 1,
+    published_at_epoch_ms = CASE WHEN application_version <> %(app_version)s THEN 0
+                                 ELSE published_at_epoch_ms END
 WHERE workflow_uuid = %(workflow_uuid)s
 RETURNING status, executor_id, lease_epoch, lease_until_epoch_ms, wait_reason, application_version
 
