@@ -18,6 +18,15 @@ EXPECTED = {
     ("dbos", "notifications"),
     ("app", "marks"),
     ("app", "workflow_runs"),
+    ("app", "intents"),
+    ("app", "runs"),
+    ("app", "run_steps"),
+    ("app", "artifacts"),
+    ("app", "recipes"),
+    ("app", "opencode_calls"),
+    ("app", "mock_receipts"),
+    ("app", "plan_approvals"),
+    ("app", "sbx_runs"),
 }
 
 
