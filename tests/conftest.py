@@ -99,6 +99,16 @@ def start_worker(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Callabl
 
 
 @pytest.fixture
+def scratch_url() -> Iterator[str]:
+    """A database of its own (created by the test through kodo.db.migrate), dropped afterwards."""
+    name = f"kodo_mig_{uuid.uuid4().hex[:8]}"
+    url = Settings.from_env({"APP_DB_NAME": name}).database_url
+    yield url
+    with psycopg.connect(Settings.from_env({"APP_DB_NAME": "postgres"}).database_url, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def sql(settings: Settings) -> Callable[..., list[dict[str, Any]]]:
     """Run one SQL statement against the test database; returns rows as dicts."""
 

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
-import psycopg
-import pytest
-
-from kodo.config import Settings
 from kodo.db import migrate
 from kodo.db.pool import connect
 
@@ -28,15 +21,6 @@ EXPECTED = {
     ("app", "plan_approvals"),
     ("app", "sbx_runs"),
 }
-
-
-@pytest.fixture
-def scratch_url() -> Iterator[str]:
-    name = f"kodo_mig_{uuid.uuid4().hex[:8]}"
-    url = Settings.from_env({"APP_DB_NAME": name}).database_url
-    yield url
-    with psycopg.connect(Settings.from_env({"APP_DB_NAME": "postgres"}).database_url, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _tables(url: str) -> set[tuple[str, str]]:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 
-from kodo.config import Settings
 from kodo.db import migrate
 from kodo.db.pool import connect
 
@@ -175,15 +171,6 @@ DUPLICATES = {
     "recipes (name, version)": "INSERT INTO app.recipes (id, name, version, queue_name, max_concurrency, max_steps,"
     " max_sandbox_minutes) VALUES ('rcp_' || gen_random_uuid(), 'compile-default', 1, 'intentQ', 1, 1, 1)",
 }
-
-
-@pytest.fixture
-def scratch_url() -> Iterator[str]:
-    name = f"kodo_mig_{uuid.uuid4().hex[:8]}"
-    url = Settings.from_env({"APP_DB_NAME": name}).database_url
-    yield url
-    with psycopg.connect(Settings.from_env({"APP_DB_NAME": "postgres"}).database_url, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
