@@ -1,0 +1,237 @@
+"""Strict request schemas of the HTTP contract (§3.1-3.4) and the body parsing of §1.2.
+
+The pydantic models are the single source of truth: handlers validate with `validate()`, and
+`model_json_schema()` feeds `/openapi.json`. Every object forbids unknown keys, every optional field
+is nullable, and integers are strict (`1.5` and `true` are rejected).
+
+Validation failures become `400 {"error": "invalid <Schema>: <reasons>", "details": [...]}` with
+Ajv-style reasons (`data must have required property 'goal'`, `data/limit must be >= 1`) and
+details items `{instancePath, schemaPath, keyword, params, message}`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from kodo.api.errors import ApiError
+
+__all__ = [
+    "Intent",
+    "PlanApprovalRequest",
+    "QueueName",
+    "RunEvent",
+    "RunRequest",
+    "Workload",
+    "parse_json_body",
+    "validate",
+]
+
+T = TypeVar("T", bound=BaseModel)
+
+QueueName = Literal["compileQ", "sbxQ", "controlQ", "intentQ"]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class Intent(BaseModel):
+    """`Intent.v0`: body of `POST /intents` and `POST /api/intents`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="Intent")
+
+    goal: NonEmptyStr
+    inputs: dict[str, Any]
+    constraints: dict[str, Any]
+    connectors: list[str] | None = None
+
+
+class Workload(BaseModel):
+    """`RunRequest.workload`: checked against recipe caps only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="Workload")
+
+    concurrency: NonNegativeInt
+    steps: NonNegativeInt
+    sandbox_minutes: NonNegativeInt = Field(alias="sandboxMinutes")
+
+
+class RunRequest(BaseModel):
+    """`RunRequest.v0`: body of `POST /intents/:id/run` (and of `POST /api/runs` minus `intentId`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="RunRequest")
+
+    trace_id: str | None = Field(default=None, alias="traceId")
+    queue_name: QueueName | None = Field(default=None, alias="queueName")
+    priority: int | None = None
+    deduplication_id: str | None = Field(default=None, alias="deduplicationID")
+    timeout_ms: int | None = Field(default=None, alias="timeoutMS")
+    recipe_name: str | None = Field(default=None, alias="recipeName")
+    recipe_version: int | None = Field(default=None, alias="recipeVersion")
+    workload: Workload | None = None
+    tenant_id: NonEmptyStr | None = Field(default=None, alias="tenantId")
+    task_key: NonEmptyStr | None = Field(default=None, alias="taskKey")
+    queue_partition_key: NonEmptyStr | None = Field(default=None, alias="queuePartitionKey")
+
+
+class RunEvent(BaseModel):
+    """`RunEvent.v0`: body of `POST /runs/:id/events`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="RunEvent")
+
+    type: str
+    payload: dict[str, Any]
+
+
+class PlanApprovalRequest(BaseModel):
+    """`PlanApprovalRequest.v0`: body of both approve-plan routes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="PlanApprovalRequest")
+
+    approved_by: NonEmptyStr = Field(alias="approvedBy")
+    notes: str | None = None
+
+
+# --- body parsing (§1.2) -----------------------------------------------------------------------
+
+
+def parse_json_body(raw: bytes, *, empty_as_object: bool = True) -> object:
+    """Parse a request body as JSON text, ignoring the content-type.
+
+    An empty body is `{}`. With `empty_as_object` (the default) a whitespace-only body is `{}` too;
+    without it, only the empty string is, and whitespace fails as malformed JSON.
+    Malformed JSON raises `400 {"error": "invalid json"}` (no `details`).
+    """
+    if raw == b"" or (empty_as_object and raw.strip() == b""):
+        return {}
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid json") from exc
+
+
+def _reject_constant(name: str) -> object:
+    # NaN / Infinity / -Infinity are not JSON.
+    raise ValueError(f"invalid JSON constant: {name}")
+
+
+# --- validation (§1.3, §1.4) -------------------------------------------------------------------
+
+
+def validate(model: type[T], data: object, schema_name: str) -> T:
+    """Validate parsed JSON against `model`, or raise the contract's 400 V error."""
+    try:
+        return model.model_validate(data, strict=True)
+    except PydanticValidationError as exc:
+        details = [_to_detail(err) for err in exc.errors(include_url=False)]
+        reasons = "; ".join(_data_path(d["instancePath"]) + " " + d["message"] for d in details)
+        raise ApiError(400, f"invalid {schema_name}: {reasons}", details=details) from None
+
+
+_TYPE_NAMES: dict[str, str] = {
+    "int_type": "integer",
+    "int_parsing": "integer",
+    "int_from_float": "integer",
+    "float_type": "number",
+    "string_type": "string",
+    "string_unicode": "string",
+    "bool_type": "boolean",
+    "bool_parsing": "boolean",
+    "dict_type": "object",
+    "model_type": "object",
+    "model_attributes_type": "object",
+    "list_type": "array",
+    "none_type": "null",
+}
+
+
+def _data_path(instance_path: str) -> str:
+    return "data" + instance_path
+
+
+def _pointer(parts: Sequence[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _schema_path(parts: Sequence[str | int]) -> str:
+    segs: list[str] = ["#"]
+    for p in parts:
+        segs.append("items" if isinstance(p, int) else f"properties/{p}")
+    return "/".join(segs)
+
+
+def _to_detail(err: Mapping[str, Any]) -> dict[str, Any]:
+    kind: str = err["type"]
+    loc: list[str | int] = list(err["loc"])
+    ctx: Mapping[str, Any] = err.get("ctx") or {}
+
+    if kind == "missing":
+        parent, name = loc[:-1], str(loc[-1])
+        return _detail(parent, "required", {"missingProperty": name}, f"must have required property '{name}'")
+    if kind == "extra_forbidden":
+        parent, name = loc[:-1], str(loc[-1])
+        return _detail(
+            parent,
+            "additionalProperties",
+            {"additionalProperty": name},
+            "must NOT have additional properties",
+        )
+    if kind in _TYPE_NAMES:
+        type_name = _TYPE_NAMES[kind]
+        return _detail(loc, "type", {"type": type_name}, f"must be {type_name}")
+    if kind == "string_too_short":
+        limit = ctx.get("min_length", 0)
+        return _detail(loc, "minLength", {"limit": limit}, f"must NOT have fewer than {limit} characters")
+    if kind == "string_too_long":
+        limit = ctx.get("max_length", 0)
+        return _detail(loc, "maxLength", {"limit": limit}, f"must NOT have more than {limit} characters")
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        comparison, key = {
+            "greater_than_equal": (">=", "ge"),
+            "greater_than": (">", "gt"),
+            "less_than_equal": ("<=", "le"),
+            "less_than": ("<", "lt"),
+        }[kind]
+        keyword = {">=": "minimum", ">": "exclusiveMinimum", "<=": "maximum", "<": "exclusiveMaximum"}[
+            comparison
+        ]
+        limit = ctx.get(key)
+        return _detail(
+            loc, keyword, {"comparison": comparison, "limit": limit}, f"must be {comparison} {limit}"
+        )
+    if kind == "literal_error":
+        allowed = _allowed_values(ctx.get("expected", ""))
+        return _detail(loc, "enum", {"allowedValues": allowed}, "must be equal to one of the allowed values")
+    # Anything else: keep pydantic's type and message so nothing is lost.
+    return _detail(loc, kind, dict(ctx) if ctx else {}, str(err.get("msg", kind)))
+
+
+def _allowed_values(expected: object) -> list[str]:
+    # pydantic renders the literal choices as "'a', 'b' or 'c'".
+    text = str(expected).replace(" or ", ", ")
+    return [v.strip().strip("'\"") for v in text.split(",") if v.strip()]
+
+
+def _detail(loc: Sequence[str | int], keyword: str, params: dict[str, Any], message: str) -> dict[str, Any]:
+    schema_path = _schema_path(loc) + "/" + keyword
+    return {
+        "instancePath": _pointer(loc),
+        "schemaPath": schema_path,
+        "keyword": keyword,
+        "params": _jsonable(params),
+        "message": message,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
