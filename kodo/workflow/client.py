@@ -6,6 +6,7 @@ loses nothing: the row is ENQUEUED (or woken) and the reconciler republishes it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class Client:
         """Start `wf` under `workflow_id` (idempotent: an existing id is returned, never re-run)."""
         wid = workflow_id or str(uuid.uuid4())
         with self.db.conn() as c:  # autocommit: the INSERT is its own transaction, one round trip
-            started = self._insert(
+            started = self.start_txn(
                 c,
                 wf,
                 args,
@@ -63,6 +64,7 @@ class Client:
                 deduplication_id=deduplication_id,
                 app_version=app_version,
                 max_recovery_attempts=max_recovery_attempts,
+                savepoint=False,
             )
         if started.created:
             self.engine.publish(wid, self._queue_of(wf, queue))
@@ -76,27 +78,17 @@ class Client:
         kwargs: dict[str, Any],
         *,
         workflow_id: str,
+        savepoint: bool = True,
         **options: Any,
     ) -> Started:
         """Insert the workflow row in the caller's transaction (with its product rows).
 
-        The caller publishes after commit (`publish_started`).
+        The caller publishes after commit (`publish_started`). The savepoint keeps a dedup clash from
+        poisoning the caller's transaction; an autocommit caller (`start`) needs none.
         """
-        with c.transaction():  # savepoint: a dedup clash must not poison the caller's transaction
-            return self._insert(c, wf, args, kwargs, workflow_id=workflow_id, **options)
-
-    def _insert(
-        self,
-        c: Conn,
-        wf: WorkflowDef[Any, Any] | str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        workflow_id: str,
-        **options: Any,
-    ) -> Started:
         try:
-            created = self.engine.insert_workflow(c, wf, args, kwargs, workflow_id=workflow_id, **options)
+            with c.transaction() if savepoint else contextlib.nullcontext():
+                created = self.engine.insert_workflow(c, wf, args, kwargs, workflow_id=workflow_id, **options)
         except psycopg.errors.UniqueViolation as exc:
             raise ConflictError(
                 f"deduplication id {options.get('deduplication_id')!r} is in use on this queue",

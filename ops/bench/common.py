@@ -353,6 +353,21 @@ class Plan:
     timeout_s: float
     rounds: int
 
+    @classmethod
+    def from_args(cls, args: Any, run_id: str, samples: int) -> Plan:
+        """The plan from a command line that has the shared timing options."""
+        return cls(
+            run_id=run_id,
+            count=args.count,
+            samples=samples,
+            warmup=args.warmup,
+            warmup_batch=args.warmup_batch,
+            threads=args.threads,
+            poll_ms=args.poll_ms,
+            timeout_s=args.timeout,
+            rounds=args.rounds,
+        )
+
 
 def measure_all(
     result: Result,

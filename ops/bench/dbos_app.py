@@ -83,17 +83,7 @@ def run_driver(args: argparse.Namespace) -> int:
         client.enqueue({"workflow_name": WORKFLOW, "queue_name": QUEUE, "workflow_id": key})
 
     result = Result(system=f"dbos (poll {args.poll:g}s)", config=args.config)
-    plan = Plan(
-        run_id=args.run_id,
-        count=args.count,
-        samples=args.samples,
-        warmup=args.warmup,
-        warmup_batch=args.warmup_batch,
-        threads=args.threads,
-        poll_ms=args.poll_ms,
-        timeout_s=args.timeout,
-        rounds=args.rounds,
-    )
+    plan = Plan.from_args(args, args.run_id, args.samples)
     try:
         with connect(args.db_url) as conn:
             probe = WorkflowStatusProbe(conn, "dequeued (PENDING)")

@@ -75,17 +75,7 @@ def _broker(args: argparse.Namespace) -> str:
 
 
 def _plan(args: argparse.Namespace, run: str, samples: int | None = None) -> Plan:
-    return Plan(
-        run_id=run,
-        count=args.count,
-        samples=args.latency_samples if samples is None else samples,
-        warmup=args.warmup,
-        warmup_batch=args.warmup_batch,
-        threads=args.threads,
-        poll_ms=args.poll_ms,
-        timeout_s=args.timeout,
-        rounds=args.rounds,
-    )
+    return Plan.from_args(args, run, args.latency_samples if samples is None else samples)
 
 
 def _prepare_broker(args: argparse.Namespace) -> None:
