@@ -53,6 +53,28 @@ def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None else raw
 
 
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    """Read a variable that must be one of `choices` (exact, lower case)."""
+    value = env_str(env, name, default)
+    if value not in choices:
+        raise ConfigError(f"invalid {name}: {value} (expected one of {', '.join(choices)})")
+    return value
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    return None if _raw(env, name) is None else env_int(env, name, 0)
+
+
+def _trace_base_url(env: Mapping[str, str]) -> str | None:
+    """TRACE_BASE_URL must be an http(s) URL; `{traceId}`/`{spanId}` placeholders are allowed."""
+    raw = _raw(env, "TRACE_BASE_URL")
+    if raw is None:
+        return None
+    if not raw.startswith(("http://", "https://")) or len(raw.split("://", 1)[1]) == 0:
+        raise ConfigError(f"invalid TRACE_BASE_URL: {raw} (must be an http(s) URL)")
+    return raw
+
+
 def _database_url(env: Mapping[str, str]) -> str:
     explicit = _raw(env, "KODO_DATABASE_URL")
     if explicit is not None:
@@ -82,6 +104,17 @@ class Settings:
     embedded_reconciler: bool
     wf_sleep_ms: int
     boundary_fresh_ms: int
+    # The intent product (contract-api §16).
+    oc_mode: str = "replay"
+    sbx_mode: str = "mock"
+    sbx_provider: str = "e2b"
+    sbx_alt_provider_enabled: bool = False
+    sbx_queue_partition: bool = True
+    sbx_default_timeout_ms: int = 300_000
+    sbx_default_net: bool = False
+    chaos_sleep_execute_ms: int = 0
+    trace_base_url: str | None = None
+    random_seed: int | None = None
 
     @property
     def heartbeat_ms(self) -> int:
@@ -105,4 +138,14 @@ class Settings:
             embedded_reconciler=env_bool(e, "KODO_EMBEDDED_RECONCILER", True),
             wf_sleep_ms=env_int(e, "WF_SLEEP_MS", 5000, minimum=0),
             boundary_fresh_ms=env_int(e, "KODO_BOUNDARY_FRESH_MS", 100, minimum=0),
+            oc_mode=env_choice(e, "OC_MODE", "replay", ("replay", "record", "live")),
+            sbx_mode=env_choice(e, "SBX_MODE", "mock", ("mock", "live")),
+            sbx_provider=env_choice(e, "SBX_PROVIDER", "e2b", ("e2b", "microsandbox")),
+            sbx_alt_provider_enabled=env_bool(e, "SBX_ALT_PROVIDER_ENABLED", False),
+            sbx_queue_partition=env_bool(e, "SBX_QUEUE_PARTITION", True),
+            sbx_default_timeout_ms=env_int(e, "SBX_DEFAULT_TIMEOUT_MS", 300_000, minimum=1),
+            sbx_default_net=env_bool(e, "SBX_DEFAULT_NET", False),
+            chaos_sleep_execute_ms=env_int(e, "CHAOS_SLEEP_EXECUTE", 0, minimum=0),
+            trace_base_url=_trace_base_url(e),
+            random_seed=_optional_int(e, "RANDOM_SEED"),
         )

@@ -6,7 +6,8 @@ KodoError
 ├── ConflictError             an operation is not allowed in the current status
 ├── ValidationError           a request failed its schema or a precondition
 ├── NonDeterminismError       replay found a different step at a recorded function_id
-└── UnknownWorkflowError      no workflow is registered under a recorded name
+├── UnknownWorkflowError      no workflow is registered under a recorded name
+└── StepRetriesExceeded       a retrying step failed on every attempt
 
 WorkflowInterrupt (BaseException: must never be swallowed by `except Exception`)
 ├── Parked                    the workflow released its lease to wait (sleep, message, children)
@@ -62,6 +63,12 @@ class RecordedStepError(KodoError):
     def __init__(self, type_name: str, message: str) -> None:
         super().__init__(f"{type_name}: {message}", type_name=type_name)
         self.type_name = type_name
+
+
+class StepRetriesExceeded(KodoError):
+    """A retrying step failed on every attempt; the message names the step, the limit and the last error."""
+
+    code = "step_retries_exceeded"
 
 
 class WorkflowInterrupt(BaseException):

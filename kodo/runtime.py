@@ -21,7 +21,7 @@ from kodo.workflow.reconciler import Reconciler
 
 # Modules whose import registers workflows. Workers and the API import the same list, so both know
 # every workflow name (the API needs the names and queues to start them).
-DEFAULT_WORKFLOW_MODULES = ("kodo.demo.crashdemo",)
+DEFAULT_WORKFLOW_MODULES = ("kodo.demo.crashdemo", "kodo.intent.workflow")
 
 
 def import_workflow_modules() -> None:

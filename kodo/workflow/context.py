@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from kodo.workflow.registry import RetryPolicy, WorkflowDef
 
 if TYPE_CHECKING:
+    from kodo.config import Settings
+    from kodo.db.pool import Database
     from kodo.workflow.execution import Execution
 
 _current: ContextVar[Execution | None] = ContextVar("kodo_execution", default=None)
@@ -33,6 +35,16 @@ def _require(what: str) -> Execution:
 
 def current_workflow_id() -> str:
     return _require("current_workflow_id()").workflow_id
+
+
+def database() -> Database:
+    """The database of the engine running the current workflow (for product reads and raw writes)."""
+    return _require("database()").engine.db
+
+
+def settings() -> Settings:
+    """The Settings of the process running the current workflow."""
+    return _require("settings()").engine.settings
 
 
 def step_attempt() -> int:

@@ -29,6 +29,7 @@ from kodo.errors import (
     NonDeterminismError,
     Parked,
     Preempted,
+    StepRetriesExceeded,
 )
 from kodo.workflow import serde
 from kodo.workflow.registry import RetryPolicy, WorkflowDef
@@ -223,10 +224,16 @@ class Execution:
                 output, error, raised = serde.dumps(result), None, None
                 break
             except Exception as exc:
-                if retry is not None and attempt < retry.max_attempts and retry.retry_if(exc):
+                retryable = retry is not None and retry.retry_if(exc)
+                if retry is not None and retryable and attempt < retry.max_attempts:
                     attempt += 1
                     time.sleep(retry.delay_before(attempt))
                     continue
+                if retry is not None and retryable:
+                    exc = StepRetriesExceeded(
+                        f"Step {name} has exceeded its maximum of {retry.max_attempts} retries. "
+                        f"Previous error: {exc}"
+                    )
                 output, error, raised = None, serde.encode_error(exc), exc
                 break
         with self._conn() as c:

@@ -155,12 +155,13 @@ def test_step_retries_stop_after_max_attempts_and_the_workflow_fails(rt: Runtime
     row = rt.client.get("retry-exhausted")
     assert row["status"] == "ERROR"
     err = json.loads(row["error"])
-    assert err["type"] == "builtins.ConnectionError"
-    assert err["message"] == "attempt 3 failed"
+    assert err["type"] == "kodo.errors.StepRetriesExceeded"
+    message = "Step t.flaky has exceeded its maximum of 3 retries. Previous error: attempt 3 failed"
+    assert err["message"] == message
     assert effects_of(sql, "retry-exhausted") == {"flaky-attempt": 3}
     [step] = rt.client.steps("retry-exhausted")
     assert step["function_name"] == "t.flaky"
-    assert json.loads(step["error"])["message"] == "attempt 3 failed"
+    assert json.loads(step["error"])["message"] == message
     # Waits of 50 ms and 100 ms (backoff 2) before attempts 2 and 3.
     assert step["completed_at_epoch_ms"] - step["started_at_epoch_ms"] >= 150
     # The failure is recorded: replay does not retry again.

@@ -1,0 +1,115 @@
+-- The intent workflow's product writes (contract-internals §2-§3). Every statement here runs inside
+-- a @transaction step, so it commits together with the step's checkpoint: exactly once.
+
+-- name: intent_load
+-- The run of a workflow (workflow id = intent id) and its intent.
+SELECT r.id AS run_id, r.intent_id, r.tenant_id, r.queue_partition_key, r.trace_id, r.retry_count,
+       i.goal, i.payload
+FROM app.runs r JOIN app.intents i ON i.id = r.intent_id
+WHERE r.workflow_id = %(workflow_id)s
+
+-- name: run_workflow_id
+-- The workflow (= intent) id of a run.
+SELECT workflow_id FROM app.runs WHERE id = %(run_id)s
+
+-- name: run_update
+-- The "ops" update of one run. A terminal status is never replaced by a non-terminal one, except
+-- `repairing` written together with a retry_count increment (contract-api §7.2).
+UPDATE app.runs SET
+    status = CASE
+        WHEN %(status)s::text IS NULL THEN status
+        WHEN status IN ('succeeded', 'failed', 'canceled', 'retries_exceeded')
+             AND %(status)s::text NOT IN ('succeeded', 'failed', 'canceled', 'retries_exceeded')
+             AND NOT %(retry_inc)s THEN status
+        ELSE %(status)s::text END,
+    last_step = COALESCE(%(last_step)s::text, last_step),
+    error = CASE WHEN %(set_error)s THEN %(error)s::text ELSE error END,
+    next_action = CASE WHEN %(set_next_action)s THEN %(next_action)s::text ELSE next_action END,
+    retry_count = retry_count + CASE WHEN %(retry_inc)s THEN 1 ELSE 0 END,
+    updated_at = now()
+WHERE id = %(run_id)s
+RETURNING status, retry_count
+
+-- name: plan_gate_check
+-- Lock the run, then read whether its plan is approved. approve-plan locks the same row before it
+-- writes the approval and reads the status, so an approval is either seen here or finds the run
+-- in waiting_input (and wakes it): it is never lost.
+SELECT r.status, EXISTS (SELECT 1 FROM app.plan_approvals a WHERE a.run_id = r.id) AS approved
+FROM app.runs r WHERE r.id = %(run_id)s
+FOR UPDATE OF r
+
+-- name: insert_run_step
+-- One row per (run, step, attempt); a repeat with the same key is a no-op (compared by the caller).
+INSERT INTO app.run_steps (run_id, step_id, phase, output, trace_id, span_id, started_at, finished_at, attempt)
+VALUES (%(run_id)s, %(step_id)s, %(phase)s, %(output)s, %(trace_id)s, %(span_id)s,
+        %(started_at)s, %(finished_at)s, %(attempt)s)
+ON CONFLICT (run_id, step_id, attempt) DO NOTHING
+RETURNING run_id
+
+-- name: get_run_step
+-- One recorded step attempt (for the determinism check on a repeated insert).
+SELECT phase, output FROM app.run_steps
+WHERE run_id = %(run_id)s AND step_id = %(step_id)s AND attempt = %(attempt)s
+
+-- name: latest_run_steps
+-- The latest attempt of each product step of a run (the repair workflow's checkpoints).
+SELECT DISTINCT ON (step_id) step_id, attempt, output
+FROM app.run_steps WHERE run_id = %(run_id)s
+ORDER BY step_id, attempt DESC
+
+-- name: insert_artifact
+-- One artifact per (run, step, task_key, idx, attempt); a repeat is a no-op (compared by the caller).
+INSERT INTO app.artifacts (run_id, step_id, task_key, idx, attempt, kind, uri, inline, sha256)
+VALUES (%(run_id)s, %(step_id)s, %(task_key)s, %(idx)s, %(attempt)s, %(kind)s, %(uri)s, %(inline)s, %(sha256)s)
+ON CONFLICT (run_id, step_id, task_key, idx, attempt) DO NOTHING
+RETURNING run_id
+
+-- name: get_artifact_slot
+-- The artifact in one slot (for the divergence check on a repeated insert).
+SELECT uri, sha256 FROM app.artifacts
+WHERE run_id = %(run_id)s AND step_id = %(step_id)s AND task_key = %(task_key)s
+  AND idx = %(idx)s AND attempt = %(attempt)s
+
+-- name: count_step_artifacts
+-- Artifacts a step attempt wrote (zero means the `none` sentinel is due).
+SELECT count(*) AS n FROM app.artifacts
+WHERE run_id = %(run_id)s AND step_id = %(step_id)s AND attempt = %(attempt)s
+
+-- name: insert_opencode_call
+-- The model-call ledger; op_key makes a replayed call a no-op.
+INSERT INTO app.opencode_calls (id, run_id, step_id, request, response, session_id, agent, schema_hash,
+                                prompt, structured, duration_ms, op_key)
+VALUES (%(id)s, %(run_id)s, %(step_id)s, %(request)s, %(response)s, %(session_id)s, %(agent)s,
+        %(schema_hash)s, %(prompt)s, %(structured)s, %(duration_ms)s, %(op_key)s)
+ON CONFLICT (op_key) DO NOTHING
+
+-- name: upsert_receipt
+-- The ExecuteST side-effect receipt. seen_count counts commits of the same decision; it must stay 1.
+INSERT INTO app.mock_receipts (receipt_key, run_id, step_id, payload_hash, first_attempt, last_attempt,
+                               request_payload, response_payload)
+VALUES (%(receipt_key)s, %(run_id)s, 'ExecuteST', %(payload_hash)s, %(attempt)s, %(attempt)s,
+        %(request_payload)s, %(response_payload)s)
+ON CONFLICT (receipt_key) DO UPDATE SET
+    seen_count = app.mock_receipts.seen_count + 1,
+    last_attempt = GREATEST(app.mock_receipts.last_attempt, EXCLUDED.last_attempt),
+    response_payload = EXCLUDED.response_payload,
+    updated_at = now()
+RETURNING seen_count
+
+-- name: insert_sbx_run
+-- One row per sandbox attempt of a fan-out task; a repeat is a no-op (compared by the caller).
+INSERT INTO app.sbx_runs (run_id, step_id, task_key, attempt, provider, request, response, err_code, metrics)
+VALUES (%(run_id)s, 'ExecuteST', %(task_key)s, %(attempt)s, %(provider)s, %(request)s, %(response)s,
+        %(err_code)s, %(metrics)s)
+ON CONFLICT (run_id, step_id, task_key, attempt) DO NOTHING
+RETURNING run_id
+
+-- name: get_sbx_run
+-- One recorded sandbox attempt (for the conflict check on a repeated insert).
+SELECT provider, request, response, err_code FROM app.sbx_runs
+WHERE run_id = %(run_id)s AND step_id = 'ExecuteST' AND task_key = %(task_key)s AND attempt = %(attempt)s
+
+-- name: max_sbx_attempt
+-- The highest sandbox attempt recorded for a task (a repair continues after it).
+SELECT COALESCE(max(attempt), 0) AS n FROM app.sbx_runs
+WHERE run_id = %(run_id)s AND task_key = %(task_key)s

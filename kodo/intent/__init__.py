@@ -1,0 +1,48 @@
+"""The intent product: intents, runs, the four-step intent workflow, approval and repair.
+
+Names here are contract (contract-api §7, contract-internals §3.1): the runbooks' SQL and the
+HTTP projections read them verbatim.
+"""
+
+from __future__ import annotations
+
+# Durable workflows (names recorded in dbos.workflow_status.name).
+RUN_WORKFLOW = "IntentWorkflow.run"  # args (workflow_id,), id = intent id, queue intentQ
+REPAIR_WORKFLOW = "IntentWorkflow.repair"  # args (run_id, repair_no), id repair_workflow_id(), controlQ
+TASK_WORKFLOW = (
+    "IntentWorkflow.taskWorkflow"  # args (task, run_id, attempt_base), id = task_key (+-r<n>), sbxQ
+)
+
+INTENT_QUEUE = "intentQ"
+SBX_QUEUE = "sbxQ"
+CONTROL_QUEUE = "controlQ"
+QUEUES = ("compileQ", "sbxQ", "controlQ", "intentQ")
+
+# The one topic both /events and approve-plan post to; the gates wait on it.
+HUMAN_EVENT_TOPIC = "human-event"
+GATE_TIMEOUT_S = 300.0
+
+# Product steps, in order, with their phases (run_steps.phase, StepRow.name).
+STEPS = ("CompileST", "ApplyPatchST", "DecideST", "ExecuteST")
+PHASES = {
+    "CompileST": "compilation",
+    "ApplyPatchST": "patching",
+    "DecideST": "planning",
+    "ExecuteST": "execution",
+}
+
+# app.runs.status (legacy, lower case) and the terminal subset.
+QUEUED, RUNNING, WAITING_INPUT = "queued", "running", "waiting_input"
+SUCCEEDED, FAILED, CANCELED = "succeeded", "failed", "canceled"
+RETRIES_EXCEEDED, REPAIRING = "retries_exceeded", "repairing"
+RUN_STATUSES = (QUEUED, RUNNING, WAITING_INPUT, SUCCEEDED, FAILED, CANCELED, RETRIES_EXCEEDED, REPAIRING)
+TERMINAL_RUN_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELED, RETRIES_EXCEEDED})
+RETRYABLE_RUN_STATUSES = frozenset({FAILED, RETRIES_EXCEEDED})
+
+# app.runs.next_action
+APPROVE_PLAN, NONE, REPAIR = "APPROVE_PLAN", "NONE", "REPAIR"
+
+
+def repair_workflow_id(run_id: str, repair_no: int) -> str:
+    """`repair-<runId>` for the first repair (the original's id), `repair-<runId>-<n>` after."""
+    return f"repair-{run_id}" if repair_no <= 1 else f"repair-{run_id}-{repair_no}"

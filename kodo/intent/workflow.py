@@ -1,0 +1,513 @@
+"""The intent workflow, its sandbox tasks and its repair (contract-api §7, contract-internals §3).
+
+run(intent id) on intentQ:  load -> CompileST -> [ask gate] -> ApplyPatchST -> plan gate -> DecideST
+                            -> ExecuteST (one child task per test on sbxQ) -> succeeded
+repair(run id, n) on controlQ: reuse the recorded product steps before `fromStep`, re-execute the
+                            rest with new attempt numbers.
+
+Every product write happens in a @transaction step, so it commits with that step's checkpoint: a
+redelivery after a kill replays the recorded outputs and writes nothing twice. Gates wait with
+`recv` (no worker held). The only retrying step is the sandbox task (`executeTask`, 3 attempts,
+waits ~1 s then ~2 s, retryable infra codes only).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from kodo import clock
+from kodo import workflow as wf
+from kodo.db.pool import Conn
+from kodo.db.queries import Q
+from kodo.errors import Cancelled, NotFoundError
+from kodo.intent import (
+    APPROVE_PLAN,
+    CONTROL_QUEUE,
+    GATE_TIMEOUT_S,
+    HUMAN_EVENT_TOPIC,
+    INTENT_QUEUE,
+    NONE,
+    PHASES,
+    REPAIR,
+    REPAIR_WORKFLOW,
+    RUN_WORKFLOW,
+    SBX_QUEUE,
+    STEPS,
+    TASK_WORKFLOW,
+    artifacts,
+    planner,
+    sandbox,
+)
+from kodo.intent.artifacts import Artifact
+from kodo.intent.canonical import canonical_json, sha256_hex
+from kodo.workflow import context
+
+# ---- run-row updates and status events -----------------------------------------------------------
+
+_STATUS_EVENT = {"retries_exceeded": "failed"}  # the telemetry name of a failure (contract-api §11)
+
+
+class SbxExecutionFailedError(Exception):
+    """ExecuteST finished with a terminal sandbox error code."""
+
+
+class DuplicateReceiptError(Exception):
+    """The ExecuteST commit ran twice for the same decision (seen_count > 1)."""
+
+
+class DeterminismViolationError(Exception):
+    """A step attempt was recorded twice with different content."""
+
+
+def _update(
+    c: Conn,
+    ctx: dict[str, Any],
+    *,
+    status: str | None = None,
+    last_step: str | None = None,
+    retry_inc: bool = False,
+    **fields: str | None,
+) -> None:
+    """The "ops" update of the run row, plus a `status` event when the status is written.
+
+    `error` and `next_action` are written only when given (None clears them).
+    """
+    c.execute(
+        Q["run_update"],
+        {
+            "run_id": ctx["runId"],
+            "status": status,
+            "last_step": last_step,
+            "set_error": "error" in fields,
+            "error": fields.get("error"),
+            "set_next_action": "next_action" in fields,
+            "next_action": fields.get("next_action"),
+            "retry_inc": retry_inc,
+        },
+    )
+    if status is not None:
+        _emit(c, ctx["workflowId"], _STATUS_EVENT.get(status, status))
+
+
+def _emit(c: Conn, workflow_id: str, status: str) -> None:
+    c.execute(
+        Q["insert_notification"],
+        {
+            "message_uuid": str(uuid.uuid4()),
+            "destination": workflow_id,
+            "topic": "status",
+            "message": canonical_json({"status": status}),
+            "now": clock.now_ms(),
+        },
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _record_step(
+    c: Conn, ctx: dict[str, Any], step_id: str, output: dict[str, Any], attempt: int, started: datetime
+) -> dict[str, Any]:
+    """The run_steps row of a product step attempt (output carries `attempt`), then `lastStep`."""
+    full = {**output, "attempt": attempt}
+    key = {"run_id": ctx["runId"], "step_id": step_id, "attempt": attempt}
+    row = c.execute(
+        Q["insert_run_step"],
+        {
+            **key,
+            "phase": PHASES[step_id],
+            "output": Jsonb(full),
+            "trace_id": None,
+            "span_id": None,
+            "started_at": started,
+            "finished_at": _now(),
+        },
+    ).fetchone()
+    if row is None:
+        prior = c.execute(Q["get_run_step"], key).fetchone()
+        if prior is not None and canonical_json(prior["output"]) != canonical_json(full):
+            raise DeterminismViolationError(f"Determinism violation in {ctx['runId']}:{step_id}:{attempt}")
+    _update(c, ctx, last_step=step_id)
+    return output
+
+
+# ---- the product steps ---------------------------------------------------------------------------
+
+
+def _load(c: Conn, *, workflow_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+    if run_id is not None:
+        row = c.execute(Q["run_workflow_id"], {"run_id": run_id}).fetchone()
+        workflow_id = row["workflow_id"] if row else None
+    row = c.execute(Q["intent_load"], {"workflow_id": workflow_id}).fetchone() if workflow_id else None
+    if row is None:
+        raise NotFoundError(f"run not found for workflow {workflow_id or run_id}")
+    payload = row["payload"] or {}
+    return {
+        "runId": row["run_id"],
+        "workflowId": workflow_id,
+        "intentId": row["intent_id"],
+        "goal": row["goal"],
+        "inputs": payload.get("inputs") or {},
+        "constraints": payload.get("constraints") or {},
+        "tenantId": row["tenant_id"],
+        "queuePartitionKey": row["queue_partition_key"],
+    }
+
+
+@wf.transaction("IntentWorkflow.load")
+def begin_run(c: Conn, workflow_id: str) -> dict[str, Any]:
+    ctx = _load(c, workflow_id=workflow_id)
+    _update(c, ctx, status="running")
+    return ctx
+
+
+@wf.transaction("CompileST")
+def compile_step(c: Conn, ctx: dict[str, Any], attempt: int) -> dict[str, Any]:
+    started = _now()
+    settings = context.settings()
+    plan = planner.plan(settings.oc_mode, ctx["goal"], ctx["constraints"])
+    planner.record_call(
+        c,
+        run_id=ctx["runId"],
+        step_id="CompileST",
+        attempt=attempt,
+        agent="plan",
+        prompt=planner.plan_prompt(ctx["goal"], ctx["inputs"], ctx["constraints"]),
+        structured=plan,
+    )
+    artifacts.put(
+        c,
+        ctx["runId"],
+        "CompileST",
+        0,
+        Artifact("plan_card", "plan.json", plan, sha256_hex(plan)),
+        attempt=attempt,
+    )
+    artifacts.ensure_sentinel(c, ctx["runId"], "CompileST", attempt)
+    return _record_step(c, ctx, "CompileST", plan, attempt, started)
+
+
+@wf.transaction("ApplyPatchST")
+def apply_patch_step(c: Conn, ctx: dict[str, Any], plan: dict[str, Any], attempt: int) -> dict[str, Any]:
+    started = _now()
+    patched = {**plan, "patchedAt": started.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    artifacts.ensure_sentinel(c, ctx["runId"], "ApplyPatchST", attempt)
+    return _record_step(c, ctx, "ApplyPatchST", patched, attempt, started)
+
+
+@wf.transaction("DecideST")
+def decide_step(c: Conn, ctx: dict[str, Any], patched: dict[str, Any], attempt: int) -> dict[str, Any]:
+    started = _now()
+    settings = context.settings()
+    decision = planner.decide(settings.oc_mode, ctx["goal"], ctx["constraints"], patched)
+    planner.record_call(
+        c,
+        run_id=ctx["runId"],
+        step_id="DecideST",
+        attempt=attempt,
+        agent="build",
+        prompt=decision["prompt"],
+        structured=decision["structured"],
+    )
+    for i, patch in enumerate(decision["structured"]["patch"]):
+        art = Artifact("patch", f"{patch['path']}.patch", patch, sha256_hex(patch))
+        artifacts.put(c, ctx["runId"], "DecideST", i, art, attempt=attempt)
+    artifacts.ensure_sentinel(c, ctx["runId"], "DecideST", attempt)
+    return _record_step(c, ctx, "DecideST", decision, attempt, started)
+
+
+@wf.transaction("ExecuteST")
+def execute_step(
+    c: Conn, ctx: dict[str, Any], decision: dict[str, Any], merged: dict[str, Any], repair_no: int
+) -> dict[str, Any]:
+    """The ExecuteST commit: side-effect receipt plus the step row, written even when a task failed."""
+    started = _now()
+    attempt = int(merged["raw"]["attempt"])
+    payload_hash = sha256_hex(decision)
+    commit = f"{ctx['runId']}:ExecuteST:{payload_hash}" + (f":repair-{repair_no}" if repair_no else "")
+    row = c.execute(
+        Q["upsert_receipt"],
+        {
+            "receipt_key": sha256_hex(commit),
+            "run_id": ctx["runId"],
+            "payload_hash": payload_hash,
+            "attempt": attempt,
+            "request_payload": Jsonb(decision),
+            "response_payload": Jsonb(merged),
+        },
+    ).fetchone()
+    if row is not None and int(row["seen_count"]) > 1 and merged["errCode"] == "NONE":
+        raise DuplicateReceiptError(
+            f"duplicate side effect receipt detected for run {ctx['runId']} step ExecuteST"
+        )
+    return _record_step(c, ctx, "ExecuteST", merged, attempt, started)
+
+
+# ---- gates -----------------------------------------------------------------------------------------
+
+_ASK = re.compile(r"\bask\b", re.IGNORECASE)
+
+
+def ask_gate_open(ctx: dict[str, Any]) -> bool:
+    """`constraints.askUser: true`, or the word "ask" in the goal ("task" does not count)."""
+    return ctx["constraints"].get("askUser") is True or _ASK.search(ctx["goal"]) is not None
+
+
+@wf.transaction("IntentWorkflow.askUser")
+def open_ask_gate(c: Conn, ctx: dict[str, Any]) -> None:
+    question = {"question": "What is the answer?"}
+    artifacts.put(
+        c,
+        ctx["runId"],
+        "HITL",
+        0,
+        Artifact("question_card", "question.json", question, sha256_hex(question)),
+        attempt=1,
+    )
+    _update(c, ctx, status="waiting_input")
+
+
+@wf.transaction("IntentWorkflow.resumeRunning")
+def resume_running(c: Conn, ctx: dict[str, Any], reset_gate: bool) -> None:
+    if reset_gate:
+        _update(c, ctx, status="running", error=None, next_action=NONE)
+    else:
+        _update(c, ctx, status="running")
+
+
+@wf.transaction("IntentWorkflow.planGate")
+def check_plan_gate(c: Conn, ctx: dict[str, Any]) -> bool:
+    """True when the plan is approved; otherwise the run waits at the gate (in the same locked tx)."""
+    row = c.execute(Q["plan_gate_check"], {"run_id": ctx["runId"]}).fetchone()
+    if row is not None and row["approved"]:
+        return True
+    _update(c, ctx, status="waiting_input", error="plan_not_approved", next_action=APPROVE_PLAN)
+    return False
+
+
+def plan_gate(ctx: dict[str, Any]) -> None:
+    while not check_plan_gate(ctx):
+        wf.recv(HUMAN_EVENT_TOPIC, GATE_TIMEOUT_S)
+        resume_running(ctx, True)
+
+
+# ---- fan-out ----------------------------------------------------------------------------------------
+
+
+@wf.step("IntentWorkflow.buildTasks")
+def build_tasks(ctx: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
+    return sandbox.build_tasks(decision, ctx["intentId"], ctx["runId"], context.settings())
+
+
+@wf.step("IntentWorkflow.attemptBases")
+def attempt_bases(ctx: dict[str, Any], tasks: list[dict[str, Any]]) -> list[int]:
+    """Sandbox attempts already recorded per task (a repair numbers its attempts after them)."""
+    bases = []
+    with context.database().conn() as c:
+        for t in tasks:
+            row = c.execute(
+                Q["max_sbx_attempt"], {"run_id": ctx["runId"], "task_key": t["taskKey"]}
+            ).fetchone()
+            bases.append(int(row["n"]) if row else 0)
+    return bases
+
+
+def execute(ctx: dict[str, Any], decision: dict[str, Any], repair_no: int) -> dict[str, Any]:
+    tasks = build_tasks(ctx, decision)
+    bases = attempt_bases(ctx, tasks) if repair_no else [0] * len(tasks)
+    child_ids = []
+    for task, base in zip(tasks, bases, strict=True):
+        child_id = task["taskKey"] + (f"-r{repair_no}" if repair_no else "")
+        wf.start_child(
+            task_workflow,
+            task,
+            ctx["runId"],
+            base,
+            workflow_id=child_id,
+            queue=SBX_QUEUE,
+            partition_key=ctx["queuePartitionKey"],
+        )
+        child_ids.append(child_id)
+    results = [wf.get_result(cid) for cid in child_ids]
+    merged = execute_step(ctx, decision, sandbox.merge(results), repair_no)
+    if merged["errCode"] != "NONE":
+        raise SbxExecutionFailedError(f"SBX execution failed [{merged['errCode']}]")
+    return merged
+
+
+@wf.step("IntentWorkflow.executeTask", retry=wf.RetryPolicy(3, 1.0, 2.0, retry_if=sandbox.is_infra_error))
+def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[str, Any]:
+    """One sandbox attempt: run, persist its artifacts and sbx_runs row, raise on a retryable infra code."""
+    settings = context.settings()
+    db = context.database()
+    attempt = attempt_base + context.step_attempt()
+    if settings.chaos_sleep_execute_ms:
+        time.sleep(settings.chaos_sleep_execute_ms / 1000)
+    key = task["taskKey"]
+    seq = 0
+
+    def stream(topic: str, message: dict[str, Any]) -> None:
+        # Fenced by a deterministic id: a re-run attempt does not duplicate its chunks.
+        try:
+            with db.conn() as c:
+                c.execute(
+                    Q["insert_notification"],
+                    {
+                        "message_uuid": f"{key}:{attempt}:{topic}:{message.get('seq')}",
+                        "destination": key,
+                        "topic": topic,
+                        "message": canonical_json(message),
+                        "now": clock.now_ms(),
+                    },
+                )
+        except Exception:  # best effort, as the original: a lost chunk never fails the task
+            pass
+
+    def on_chunk(kind: str, text: str) -> None:
+        nonlocal seq
+        stream(kind, {"kind": kind, "chunk": text, "seq": seq})
+        seq += 1
+
+    provider = sandbox.provider_for(settings)
+    try:
+        result = provider.run(task, {"runId": run_id, "stepId": "ExecuteST"}, on_chunk)
+    finally:
+        stream("stream_closed", {"seq": seq})
+    with db.tx() as c:
+        index_ref = artifacts.sandbox_set(c, run_id, key, attempt, result, provider.name)
+        response = {
+            **result,
+            "artifactIndexRef": index_ref,
+            "raw": {**(result.get("raw") or {}), "attempt": attempt},
+        }
+        params = {"run_id": run_id, "task_key": key, "attempt": attempt}
+        inserted = c.execute(
+            Q["insert_sbx_run"],
+            {
+                **params,
+                "provider": provider.name,
+                "request": Jsonb(task),
+                "response": Jsonb(response),
+                "err_code": result["errCode"],
+                "metrics": Jsonb(result["metrics"]),
+            },
+        ).fetchone()
+        if inserted is None:
+            prior = c.execute(Q["get_sbx_run"], params).fetchone()
+            mine = (provider.name, task, response, result["errCode"])
+            if prior is not None and canonical_json(list(prior.values())) != canonical_json(list(mine)):
+                raise DeterminismViolationError(f"SbxRunConflictError: {run_id}/{key}/{attempt}")
+    if result["errCode"] in sandbox.RETRYABLE_CODES:
+        raise sandbox.SbxInfraError(f"SBX Infra Error [{result['errCode']}]: {result['stderr']}")
+    return {**response, "attempt": attempt}
+
+
+@wf.workflow(TASK_WORKFLOW, queue=SBX_QUEUE)
+def task_workflow(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[str, Any]:
+    return execute_task(task, run_id, attempt_base)
+
+
+# ---- the pipeline, the run and the repair --------------------------------------------------------
+
+
+def _pipeline(ctx: dict[str, Any], checkpoints: dict[str, dict[str, Any]], redo: str, repair_no: int) -> None:
+    """Run the product steps from `redo` on; the ones before it return their recorded output.
+
+    `checkpoints` (step -> latest {attempt, output} in app.run_steps) is empty for a first run; a
+    step that runs again takes the attempt after its recorded one.
+    """
+
+    def attempt_of(step_id: str) -> int:
+        return int(checkpoints[step_id]["attempt"]) + 1 if step_id in checkpoints else 1
+
+    def reused(step_id: str) -> dict[str, Any]:
+        return {k: v for k, v in checkpoints[step_id]["output"].items() if k != "attempt"}
+
+    order = STEPS.index(redo)
+    plan = reused("CompileST") if order > 0 else compile_step(ctx, attempt_of("CompileST"))
+    if not repair_no and ask_gate_open(ctx):
+        open_ask_gate(ctx)
+        wf.recv(HUMAN_EVENT_TOPIC, GATE_TIMEOUT_S)
+        resume_running(ctx, False)
+    patched = reused("ApplyPatchST") if order > 1 else apply_patch_step(ctx, plan, attempt_of("ApplyPatchST"))
+    if order <= 2:
+        plan_gate(ctx)
+    decision = reused("DecideST") if order > 2 else decide_step(ctx, patched, attempt_of("DecideST"))
+    execute(ctx, decision, repair_no)
+    finish(ctx)
+
+
+@wf.transaction("IntentWorkflow.finish")
+def finish(c: Conn, ctx: dict[str, Any]) -> None:
+    _update(c, ctx, status="succeeded")
+
+
+@wf.transaction("IntentWorkflow.fail")
+def fail(c: Conn, ctx: dict[str, Any], message: str) -> None:
+    _update(c, ctx, status="retries_exceeded", error=message, next_action=REPAIR)
+
+
+def _cancelled(ctx: dict[str, Any]) -> None:
+    """Written raw (not a step): a cancelled workflow may not checkpoint anything more."""
+    message = f"Workflow {ctx['workflowId']} has been cancelled"
+    with context.database().tx() as c:
+        c.execute(
+            Q["run_update"],
+            {
+                "run_id": ctx["runId"],
+                "status": "canceled",
+                "last_step": None,
+                "set_error": True,
+                "error": message,
+                "set_next_action": True,
+                "next_action": NONE,
+                "retry_inc": False,
+            },
+        )
+        _emit(c, ctx["workflowId"], "canceled")
+
+
+def _guarded(ctx: dict[str, Any], checkpoints: dict[str, dict[str, Any]], redo: str, repair_no: int) -> None:
+    try:
+        _pipeline(ctx, checkpoints, redo, repair_no)
+    except Cancelled:
+        _cancelled(ctx)
+        raise
+    except Exception as exc:
+        fail(ctx, str(exc))
+        raise
+
+
+@wf.workflow(RUN_WORKFLOW, queue=INTENT_QUEUE, max_recovery_attempts=3)
+def run_intent(workflow_id: str) -> None:
+    ctx = begin_run(workflow_id)
+    _guarded(ctx, {}, "CompileST", 0)
+
+
+def from_step(recorded: set[str] | dict[str, Any]) -> str:
+    """Where a repair starts: the first product step with no recorded row, else ExecuteST."""
+    return next((s for s in STEPS if s not in recorded), "ExecuteST")
+
+
+@wf.transaction("IntentWorkflow.beginRepair")
+def begin_repair(c: Conn, run_id: str) -> dict[str, Any]:
+    ctx = _load(c, run_id=run_id)
+    _update(c, ctx, status="repairing", next_action=NONE, retry_inc=True)
+    rows = c.execute(Q["latest_run_steps"], {"run_id": run_id}).fetchall()
+    ctx["checkpoints"] = {r["step_id"]: {"attempt": r["attempt"], "output": r["output"]} for r in rows}
+    return ctx
+
+
+@wf.workflow(REPAIR_WORKFLOW, queue=CONTROL_QUEUE, max_recovery_attempts=3)
+def repair(run_id: str, repair_no: int) -> None:
+    """`/retry`: re-execute from the first missing step (or ExecuteST) with new attempt numbers."""
+    ctx = begin_repair(run_id)
+    checkpoints: dict[str, dict[str, Any]] = ctx.pop("checkpoints")
+    _guarded(ctx, checkpoints, from_step(checkpoints), max(repair_no, 1))

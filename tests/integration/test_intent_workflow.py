@@ -1,0 +1,280 @@
+"""The intent workflow on real workers: steps, gates, sandbox outcomes, retries and repair.
+
+Runs are created with SQL and started through the engine client (the HTTP layer has its own tests);
+every assertion reads the product tables the runbooks' SQL oracles read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kodo.intent import HUMAN_EVENT_TOPIC, STEPS
+from kodo.intent.artifacts import NONE_SHA256
+from kodo.runtime import Runtime
+from tests.support import procs
+from tests.support.intent import Sql, approve, run_row, start_repair, start_run, wait_run
+
+Worker = Callable[..., procs.WorkerProc]
+
+
+def _steps(sql: Sql, run_id: str) -> list[dict[str, Any]]:
+    return sql(
+        "SELECT step_id, attempt, phase, output FROM app.run_steps WHERE run_id = %s ORDER BY started_at",
+        (run_id,),
+    )
+
+
+def _hooks(command: str) -> dict[str, Any]:
+    return {"testHooks": {"testCommand": command}}
+
+
+def test_approved_run_succeeds_with_four_steps_artifacts_receipt_and_events(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    start_worker()
+    wid, run_id = start_run(rt, sql, "demo", approved=True)
+    row = wait_run(sql, run_id, "succeeded")
+    assert (row["last_step"], row["retry_count"], row["error"]) == ("ExecuteST", 0, None)
+    steps = _steps(sql, run_id)
+    assert [(s["step_id"], s["attempt"], s["phase"]) for s in steps] == [
+        ("CompileST", 1, "compilation"),
+        ("ApplyPatchST", 1, "patching"),
+        ("DecideST", 1, "planning"),
+        ("ExecuteST", 1, "execution"),
+    ]
+    plan = steps[0]["output"]
+    assert plan == {
+        "goal": "demo",
+        "design": ["Design for: demo"],
+        "files": [],
+        "risks": [],
+        "tests": [],
+        "attempt": 1,
+    }
+    execute = steps[3]["output"]
+    assert (execute["stdout"], execute["errCode"], execute["taskKey"]) == (
+        "OK: pnpm test\n",
+        "NONE",
+        "aggregated",
+    )
+    arts = sql(
+        "SELECT step_id, idx, kind, uri, sha256 FROM app.artifacts WHERE run_id = %s ORDER BY step_id, task_key, idx",
+        (run_id,),
+    )
+    assert [(a["step_id"], a["kind"]) for a in arts] == [
+        ("ApplyPatchST", "none"),
+        ("CompileST", "plan_card"),
+        ("DecideST", "none"),
+        *[("ExecuteST", k) for k in ("artifact_index", "file", "timings", "raw", "stderr", "stdout")],
+    ]
+    assert arts[0]["uri"] == f"artifact://run/{run_id}/step/ApplyPatchST/task//none"
+    assert arts[0]["sha256"] == NONE_SHA256
+    assert arts[1]["uri"] == f"artifact://run/{run_id}/step/CompileST/task//plan.json"
+    assert all(len(a["sha256"]) == 64 for a in arts)
+    [receipt] = sql("SELECT seen_count FROM app.mock_receipts WHERE run_id = %s", (run_id,))
+    assert receipt["seen_count"] == 1
+    events = [json.loads(r["message"])["status"] for r in sql(
+        "SELECT message FROM dbos.notifications WHERE destination_uuid = %s AND topic = 'status' ORDER BY seq", (wid,)
+    )]  # fmt: skip
+    assert events == ["running", "succeeded"]
+    [task] = sql("SELECT task_key FROM app.sbx_runs WHERE run_id = %s", (run_id,))
+    chunks = sql(
+        "SELECT topic, message FROM dbos.notifications WHERE destination_uuid = %s ORDER BY seq",
+        (task["task_key"],),
+    )
+    assert [c["topic"] for c in chunks] == ["stdout", "stream_closed"]
+    assert json.loads(chunks[0]["message"]) == {"chunk": "OK: pnpm test\n", "kind": "stdout", "seq": 0}
+    assert json.loads(chunks[1]["message"]) == {"seq": 1}
+    [child] = sql(
+        "SELECT queue_name, queue_partition_key, status FROM dbos.workflow_status WHERE workflow_uuid = %s",
+        (task["task_key"],),
+    )
+    assert child == {"queue_name": "sbxQ", "queue_partition_key": "tenant-test", "status": "SUCCESS"}
+    assert rt.client.get(wid)["status"] == "SUCCESS"
+
+
+def test_plan_gate_waits_without_a_worker_slot_and_approval_releases_it(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    start_worker(concurrency=1)
+    wid, run_id = start_run(rt, sql, "needs approval")
+    row = wait_run(sql, run_id, "waiting_input")
+    assert (row["last_step"], row["next_action"], row["error"]) == (
+        "ApplyPatchST",
+        "APPROVE_PLAN",
+        "plan_not_approved",
+    )
+    # Parked: the one worker slot is free, so another (approved) run goes all the way through.
+    _, other = start_run(rt, sql, "other", approved=True)
+    wait_run(sql, other, "succeeded")
+    approve(sql, run_id)
+    rt.client.send(wid, {"type": "approve-plan", "payload": {"approvedBy": "qa"}}, topic=HUMAN_EVENT_TOPIC)
+    row = wait_run(sql, run_id, "succeeded")
+    assert (row["next_action"], row["error"], row["last_step"]) == ("NONE", None, "ExecuteST")
+
+
+def test_a_non_approval_event_at_the_plan_gate_returns_it_to_waiting(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    start_worker()
+    wid, run_id = start_run(rt, sql, "flicker")
+    wait_run(sql, run_id, "waiting_input")
+    rt.client.send(wid, {"type": "input", "payload": {}}, topic=HUMAN_EVENT_TOPIC)
+    # Consumed by the gate: it re-checks, finds no approval and waits again.
+    for _ in range(200):
+        if sql(
+            "SELECT 1 FROM dbos.notifications WHERE destination_uuid = %s AND topic = %s AND consumed_at_epoch_ms IS NOT NULL",
+            (wid, HUMAN_EVENT_TOPIC),
+        ):
+            break
+        time.sleep(0.05)
+    row = wait_run(sql, run_id, "waiting_input", next_action="APPROVE_PLAN")
+    assert row["error"] == "plan_not_approved"
+
+
+def test_ask_gate_writes_a_question_and_waits_for_any_event(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    start_worker()
+    wid, run_id = start_run(rt, sql, "ask user for approval")
+    row = wait_run(sql, run_id, "waiting_input")
+    assert (row["last_step"], row["next_action"]) == ("CompileST", None)
+    [card] = sql(
+        "SELECT step_id, idx, kind, uri, inline FROM app.artifacts WHERE run_id = %s AND kind = 'question_card'",
+        (run_id,),
+    )
+    assert card["inline"] == {"question": "What is the answer?"}
+    assert card["uri"] == f"artifact://run/{run_id}/step/HITL/task//question.json"
+    rt.client.send(wid, {"type": "input", "payload": {"answer": "yes"}}, topic=HUMAN_EVENT_TOPIC)
+    wait_run(sql, run_id, "waiting_input", last_step="ApplyPatchST", next_action="APPROVE_PLAN")
+    approve(sql, run_id)
+    rt.client.send(wid, {"type": "approve-plan", "payload": {}}, topic=HUMAN_EVENT_TOPIC)
+    wait_run(sql, run_id, "succeeded")
+
+
+def test_constraint_ask_user_opens_the_gate_but_the_word_task_does_not(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    start_worker()
+    _, asked = start_run(rt, sql, "plain goal", constraints={"askUser": True}, approved=True)
+    _, task = start_run(rt, sql, "run the task", approved=True)
+    wait_run(sql, asked, "waiting_input", last_step="CompileST")
+    wait_run(sql, task, "succeeded")
+
+
+def test_fail_me_ends_retries_exceeded_and_a_repair_reruns_execute(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    start_worker()
+    _, run_id = start_run(rt, sql, "please fail me", approved=True)
+    row = wait_run(sql, run_id, "retries_exceeded")
+    assert (row["error"], row["next_action"], row["retry_count"]) == (
+        "SBX execution failed [CMD_NONZERO]",
+        "REPAIR",
+        0,
+    )
+    assert [s["step_id"] for s in _steps(sql, run_id)] == list(STEPS)  # ExecuteST row written on failure
+    start_repair(rt, run_id, 1)
+    row = wait_run(sql, run_id, "retries_exceeded", retry_count=1)
+    assert (row["error"], row["next_action"]) == ("SBX execution failed [CMD_NONZERO]", "REPAIR")
+    attempts = sql(
+        "SELECT attempt FROM app.run_steps WHERE run_id = %s AND step_id = 'ExecuteST' ORDER BY attempt",
+        (run_id,),
+    )
+    assert [a["attempt"] for a in attempts] == [1, 2]  # re-executed with a new attempt
+    assert (
+        sql("SELECT count(*) AS n FROM app.mock_receipts WHERE run_id = %s AND seen_count > 1", (run_id,))[0][
+            "n"
+        ]
+        == 0
+    )
+
+
+def test_infra_failure_retries_three_times_with_backoff_then_fails(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    start_worker()
+    _, run_id = start_run(rt, sql, "infra", constraints=_hooks("INFRA_FAIL"), approved=True)
+    row = wait_run(sql, run_id, "retries_exceeded", timeout=40)
+    assert row["next_action"] == "REPAIR"
+    assert "exceeded its maximum of 3 retries" in row["error"] and "BOOT_FAIL" in row["error"]
+    rows = sql(
+        "SELECT attempt, extract(epoch FROM created_at) AS t FROM app.sbx_runs WHERE run_id = %s ORDER BY attempt",
+        (run_id,),
+    )
+    assert [r["attempt"] for r in rows] == [1, 2, 3]
+    gap1, gap2 = float(rows[1]["t"] - rows[0]["t"]), float(rows[2]["t"] - rows[1]["t"])
+    assert gap1 >= 0.8 and gap2 >= 1.8 and gap2 > gap1
+    assert "ExecuteST" not in [s["step_id"] for s in _steps(sql, run_id)]
+
+
+def test_flaky_infra_succeeds_on_the_third_attempt(rt: Runtime, sql: Sql, start_worker: Worker) -> None:
+    start_worker()
+    _, run_id = start_run(rt, sql, "flaky", constraints=_hooks("FLAKY_INFRA_FAIL"), approved=True)
+    wait_run(sql, run_id, "succeeded", timeout=40)
+    [execute] = [s for s in _steps(sql, run_id) if s["step_id"] == "ExecuteST"]
+    assert execute["attempt"] == 3 and execute["output"]["attempt"] == 3
+    assert [r["err_code"] for r in sql("SELECT err_code FROM app.sbx_runs WHERE run_id = %s ORDER BY attempt", (run_id,))] == [
+        "BOOT_FAIL", "BOOT_FAIL", "NONE",
+    ]  # fmt: skip
+
+
+def test_timeout_is_terminal_without_retry(rt: Runtime, sql: Sql, start_worker: Worker) -> None:
+    start_worker()
+    _, run_id = start_run(rt, sql, "slow", constraints=_hooks("TIMEOUT_ME"), approved=True)
+    row = wait_run(sql, run_id, "retries_exceeded")
+    assert row["error"] == "SBX execution failed [TIMEOUT]"
+    assert len(sql("SELECT 1 FROM app.sbx_runs WHERE run_id = %s", (run_id,))) == 1
+
+
+def test_repair_succeeds_once_the_transient_cause_is_gone(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    # The sandbox provider is misconfigured on the first sbx worker (microsandbox: BOOT_FAIL every time).
+    start_worker(name="intent", queues="intentQ,controlQ")
+    broken = start_worker(
+        name="sbx-broken",
+        queues="sbxQ",
+        env={"SBX_MODE": "live", "SBX_PROVIDER": "microsandbox", "SBX_ALT_PROVIDER_ENABLED": "true"},
+    )
+    _, run_id = start_run(rt, sql, "repairable", approved=True)
+    row = wait_run(sql, run_id, "retries_exceeded", timeout=40)
+    assert "BOOT_FAIL" in row["error"]
+    broken.kill9()
+    start_worker(name="sbx-fixed", queues="sbxQ")  # the operator fixes the configuration
+    start_repair(rt, run_id, 1)
+    row = wait_run(sql, run_id, "succeeded", timeout=40)
+    assert (row["retry_count"], row["last_step"], row["next_action"]) == (1, "ExecuteST", "NONE")
+    attempts = sql("SELECT attempt, err_code FROM app.sbx_runs WHERE run_id = %s ORDER BY attempt", (run_id,))
+    assert [(a["attempt"], a["err_code"]) for a in attempts] == [
+        (1, "BOOT_FAIL"),
+        (2, "BOOT_FAIL"),
+        (3, "BOOT_FAIL"),
+        (4, "NONE"),
+    ]
+    [execute] = [s for s in _steps(sql, run_id) if s["step_id"] == "ExecuteST"]
+    assert execute["attempt"] == 4
+    # Compile/ApplyPatch/Decide were reused, not re-run.
+    assert [(s["step_id"], s["attempt"]) for s in _steps(sql, run_id)][:3] == [
+        ("CompileST", 1), ("ApplyPatchST", 1), ("DecideST", 1),
+    ]  # fmt: skip
+    # A second repair of a succeeded run is refused by the API; the workflow itself keeps the row terminal.
+    assert run_row(sql, run_id)["status"] == "succeeded"
+
+
+def test_cancel_stops_a_run_waiting_on_its_sandbox_child(rt: Runtime, sql: Sql, start_worker: Worker) -> None:
+    start_worker(env={"CHAOS_SLEEP_EXECUTE": "1500"})
+    wid, run_id = start_run(rt, sql, "to cancel", approved=True)
+    wait_run(sql, run_id, "running", last_step="DecideST")
+    rt.client.cancel(wid)
+    assert rt.client.wait(wid, timeout_s=10)["status"] == "CANCELLED"
+    # The child finishes its sandbox task, but the cancelled parent never commits ExecuteST.
+    [task] = sql("SELECT workflow_uuid FROM dbos.workflow_status WHERE parent_workflow_id = %s", (wid,))
+    assert rt.client.wait(task["workflow_uuid"], timeout_s=15)["status"] == "SUCCESS"
+    time.sleep(1.0)
+    row = run_row(sql, run_id)
+    assert (row["status"], row["last_step"]) == ("running", "DecideST")
+    assert rt.client.get(wid)["status"] == "CANCELLED"
