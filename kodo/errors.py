@@ -7,7 +7,7 @@ KodoError
 ├── ValidationError           a request failed its schema or a precondition
 ├── NonDeterminismError       replay found a different step at a recorded function_id
 ├── UnknownWorkflowError      no workflow is registered under a recorded name
-└── StepRetriesExceeded       a retrying step failed on every attempt
+└── StepRetriesExceededError       a retrying step failed on every attempt
 
 WorkflowInterrupt (BaseException: must never be swallowed by `except Exception`)
 ├── Parked                    the workflow released its lease to wait (sleep, message, children)
@@ -65,8 +65,8 @@ class RecordedStepError(KodoError):
         self.type_name = type_name
 
 
-class StepRetriesExceeded(KodoError):
-    """A retrying step failed on every attempt; the message names the step, the limit and the last error."""
+class StepRetriesExceededError(KodoError):
+    """A retrying step failed on every attempt; the message names the step, limit and last error."""
 
     code = "step_retries_exceeded"
 

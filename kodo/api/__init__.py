@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from kodo.api import demo, errors, health
+from kodo.api import artifacts, demo, errors, health, intents, openapi, runs
 from kodo.config import Settings
+from kodo.intent.service import IntentService
 from kodo.runtime import Runtime
 
 RUNTIME_KEY = "kodo.runtime"
@@ -15,8 +16,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = Flask("kodo")
     app.json.compact = True  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[RUNTIME_KEY] = runtime or Runtime.build(settings)
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8 as the original wrote it
+    # Routing as the contract's (§1.1): no automatic OPTIONS (a wrong method is a 404), and no
+    # slash merging (an artifact id is a URI such as `artifact://run/...`). Set before any route.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.url_map.merge_slashes = False
+    rt = runtime or Runtime.build(settings)
+    app.extensions[RUNTIME_KEY] = rt
+    app.extensions[intents.SERVICE_KEY] = IntentService(rt)
     errors.register(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(demo.bp)
+    for module in (health, demo, intents, runs, artifacts, openapi):
+        app.register_blueprint(module.bp)
     return app

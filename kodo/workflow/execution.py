@@ -29,7 +29,7 @@ from kodo.errors import (
     NonDeterminismError,
     Parked,
     Preempted,
-    StepRetriesExceeded,
+    StepRetriesExceededError,
 )
 from kodo.workflow import serde
 from kodo.workflow.registry import RetryPolicy, WorkflowDef
@@ -230,7 +230,7 @@ class Execution:
                     time.sleep(retry.delay_before(attempt))
                     continue
                 if retry is not None and retryable:
-                    exc = StepRetriesExceeded(
+                    exc = StepRetriesExceededError(
                         f"Step {name} has exceeded its maximum of {retry.max_attempts} retries. "
                         f"Previous error: {exc}"
                     )

@@ -155,7 +155,7 @@ def test_step_retries_stop_after_max_attempts_and_the_workflow_fails(rt: Runtime
     row = rt.client.get("retry-exhausted")
     assert row["status"] == "ERROR"
     err = json.loads(row["error"])
-    assert err["type"] == "kodo.errors.StepRetriesExceeded"
+    assert err["type"] == "kodo.errors.StepRetriesExceededError"
     message = "Step t.flaky has exceeded its maximum of 3 retries. Previous error: attempt 3 failed"
     assert err["message"] == message
     assert effects_of(sql, "retry-exhausted") == {"flaky-attempt": 3}

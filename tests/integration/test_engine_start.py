@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from kodo.errors import ConflictError
 from kodo.runtime import Runtime
 from kodo.workflow.client import Started
 from tests.conftest import effects_of
@@ -112,3 +115,21 @@ def test_version_parity_work_waits_for_a_worker_of_its_own_version(
     assert done["status"] == "SUCCESS"
     assert done["lease_epoch"] == 1
     assert effects_of(sql, "parity-A") == {"e0": 1, "e1": 1}
+
+
+def test_a_deduplication_id_holds_only_while_the_workflow_is_in_flight(
+    rt: Runtime, start_worker: Callable[..., Any], sql: Sql
+) -> None:
+    rt.client.start(t.effects, 1, workflow_id="dedup-a", deduplication_id="d-1")
+    with pytest.raises(ConflictError):
+        rt.client.start(t.effects, 1, workflow_id="dedup-b", deduplication_id="d-1")
+    assert _rows_with_id(sql, "dedup-b") == 0
+    start_worker()
+    assert rt.client.wait("dedup-a", 20)["status"] == "SUCCESS"
+    # Finished: the id is free again (a cancelled workflow frees it too).
+    rt.client.start(t.effects, 1, workflow_id="dedup-b", deduplication_id="d-1")
+    assert rt.client.wait("dedup-b", 20)["status"] == "SUCCESS"
+    rt.client.start(t.sleeper, 30.0, workflow_id="dedup-c", deduplication_id="d-2")
+    rt.client.cancel("dedup-c")
+    rt.client.start(t.effects, 1, workflow_id="dedup-d", deduplication_id="d-2")
+    assert rt.client.wait("dedup-d", 20)["status"] == "SUCCESS"

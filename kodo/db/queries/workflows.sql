@@ -35,6 +35,8 @@ WITH claimed AS (
                                          AND recovery_attempts + 1 > max_recovery_attempts
                                     THEN NULL ELSE %(lease_until)s END,
         recovery_attempts = recovery_attempts + CASE WHEN executor_id IS NOT NULL THEN 1 ELSE 0 END,
+        deduplication_id = CASE WHEN executor_id IS NOT NULL AND recovery_attempts + 1 > max_recovery_attempts
+                                THEN NULL ELSE deduplication_id END,
         lease_epoch = lease_epoch + 1,
         publish_count = 0,
         started_at_epoch_ms = COALESCE(started_at_epoch_ms, %(now)s),
@@ -93,9 +95,10 @@ RETURNING workflow_uuid
 SELECT pg_notify('kodo_timer', %(wake_at)s::text)
 
 -- name: complete_workflow
--- Terminal write, fenced. Cancel wins: a CANCELLED row is not overwritten.
+-- Terminal write, fenced. Cancel wins: a CANCELLED row is not overwritten. A deduplication id only
+-- holds while the workflow is in flight, so a finished one frees it.
 UPDATE dbos.workflow_status SET status = %(status)s, output = %(output)s, error = %(error)s,
-    executor_id = NULL, lease_until_epoch_ms = NULL, wait_reason = NULL, wake_at_epoch_ms = NULL,
+    deduplication_id = NULL, executor_id = NULL, lease_until_epoch_ms = NULL, wait_reason = NULL, wake_at_epoch_ms = NULL,
     updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
   AND status = 'PENDING'
@@ -134,7 +137,7 @@ WHERE parent_workflow_id = %(parent)s
 -- Cancel is a status transition; the runner stops at its next step boundary. The lease stays with
 -- the runner (if any) so a quick resume cannot start a second runner beside it.
 UPDATE dbos.workflow_status SET status = 'CANCELLED', wait_reason = NULL, wake_at_epoch_ms = NULL,
-    updated_at = %(now)s
+    deduplication_id = NULL, updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND status IN ('ENQUEUED', 'PENDING')
 RETURNING workflow_uuid
 

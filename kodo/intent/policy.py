@@ -1,0 +1,107 @@
+"""Queue policy of a parent run start (contract-api §5.2): recipe, queue, caps, dedupe, partition law.
+
+Read-only. `resolve` looks the recipe up and `check` applies the rules in the contract's order; the
+first failure wins and is a 400 `queue_policy_violation` with the original's exact message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kodo.api.errors import ApiError
+from kodo.api.schemas import RunRequest
+from kodo.db.pool import Conn
+from kodo.db.queries import Q
+from kodo.intent import INTENT_QUEUE, QUEUES
+
+DEFAULT_RECIPE = "compile-default"
+POLICY_ERROR_CODE = "queue_policy_violation"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One `app.recipes` row: the queue default and the workload caps."""
+
+    name: str
+    version: int
+    queue_name: str
+    max_concurrency: int
+    max_steps: int
+    max_sandbox_minutes: int
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """What a start may do: the queue and engine options, and the partition key to store."""
+
+    queue_name: str
+    priority: int | None
+    deduplication_id: str | None
+    timeout_ms: int | None
+    queue_partition_key: str | None
+    recipe_name: str
+    recipe_version: int
+
+
+def violation(message: str) -> ApiError:
+    return ApiError(400, message, code=POLICY_ERROR_CODE)
+
+
+def recipe_name_of(req: RunRequest) -> str:
+    return DEFAULT_RECIPE if req.recipe_name is None else req.recipe_name
+
+
+def resolve(c: Conn, req: RunRequest, *, partition_law: bool) -> QueuePolicy:
+    """Look the recipe up (exact version, else the latest) and apply `check`."""
+    row = c.execute(
+        Q["api_find_recipe"], {"name": recipe_name_of(req), "version": req.recipe_version}
+    ).fetchone()
+    return check(None if row is None else _recipe(row), req, partition_law=partition_law)
+
+
+def _recipe(row: dict[str, Any]) -> Recipe:
+    return Recipe(**{k: row[k] for k in Recipe.__dataclass_fields__})
+
+
+def _blank(value: str | None) -> bool:
+    return value is not None and value.strip() == ""
+
+
+def check(recipe: Recipe | None, req: RunRequest, *, partition_law: bool) -> QueuePolicy:
+    """The rules of §5.2 in order. `partition_law` is SBX_QUEUE_PARTITION (parent starts)."""
+    if recipe is None:
+        raise violation(f"recipe not found: {recipe_name_of(req)}")
+    queue = recipe.queue_name if req.queue_name is None else req.queue_name
+    if queue not in QUEUES:
+        raise violation(f"unsupported queueName: {queue}")
+    if queue != INTENT_QUEUE:
+        raise violation(f"parent intent workflow must use intentQ (got {queue})")
+    if req.workload is not None:
+        caps = (
+            ("concurrency", req.workload.concurrency, recipe.max_concurrency),
+            ("steps", req.workload.steps, recipe.max_steps),
+            ("sandboxMinutes", req.workload.sandbox_minutes, recipe.max_sandbox_minutes),
+        )
+        for name, value, cap in caps:
+            if value > cap:
+                raise violation(f"recipe cap exceeded: {name} {value} > {cap}")
+    deduplication_id = req.task_key if req.deduplication_id is None else req.deduplication_id
+    if _blank(req.tenant_id):
+        raise violation("tenantId cannot be blank")
+    if _blank(req.task_key):
+        raise violation("taskKey cannot be blank")
+    # Partition law. Only parents reach here, on intentQ (an sbxQ start would always need a key).
+    if partition_law and (req.queue_partition_key is None or _blank(req.queue_partition_key)):
+        raise violation(
+            f"queuePartitionKey is required for partitioned operations (queue: {queue}, isParent: true)"
+        )
+    return QueuePolicy(
+        queue_name=queue,
+        priority=req.priority,
+        deduplication_id=deduplication_id,
+        timeout_ms=req.timeout_ms,
+        queue_partition_key=req.queue_partition_key,
+        recipe_name=recipe.name,
+        recipe_version=recipe.version,
+    )

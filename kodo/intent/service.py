@@ -1,0 +1,192 @@
+"""The intent product's commands behind the HTTP API: create intents, start, approve, message, repair.
+
+Each command is one transaction, and anything published to the broker goes out after it commits.
+Callers validate first: nothing here re-checks schemas or the queue policy. Must not import flask.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from kodo.api.schemas import Intent, RunEvent, RunRequest
+from kodo.db.pool import Conn
+from kodo.db.queries import Q
+from kodo.errors import KodoError
+from kodo.intent import (
+    CONTROL_QUEUE,
+    HUMAN_EVENT_TOPIC,
+    INTENT_QUEUE,
+    REPAIR_WORKFLOW,
+    RUN_WORKFLOW,
+    WAITING_INPUT,
+    repair_workflow_id,
+)
+from kodo.intent.ids import INTENT_PREFIX, RUN_PREFIX, IdGenerator
+from kodo.intent.policy import QueuePolicy
+from kodo.intent.policy import resolve as resolve_policy
+from kodo.intent.workflow import from_step
+from kodo.runtime import Runtime
+from kodo.workflow.client import Started
+
+Row = dict[str, Any]
+
+
+class RunStartError(KodoError):
+    """The run row was written but its workflow could not be enqueued; the row is now `failed`."""
+
+    code = "run_start_failed"
+
+
+class RunDivergenceError(KodoError):
+    """A workflow id already belongs to a run of another intent."""
+
+    code = "run_divergence"
+
+
+class IntentService:
+    """Intents and runs over one Runtime (its database and workflow client)."""
+
+    def __init__(self, runtime: Runtime, ids: IdGenerator | None = None) -> None:
+        self.settings = runtime.settings
+        self.db = runtime.db
+        self.client = runtime.client
+        self.ids = ids or IdGenerator(runtime.settings.random_seed)
+
+    # ---- intents ------------------------------------------------------------------------------
+
+    def create_intent(self, intent: Intent) -> str:
+        """Insert the intent under a fresh id and return the id."""
+        payload: dict[str, Any] = {"inputs": intent.inputs, "constraints": intent.constraints}
+        if "connectors" in intent.model_fields_set:
+            payload["connectors"] = intent.connectors
+        with self.db.conn() as c:
+            for intent_id in self.ids.candidates(INTENT_PREFIX):
+                params = {"id": intent_id, "goal": intent.goal, "payload": Jsonb(payload)}
+                if c.execute(Q["api_insert_intent"], params).fetchone() is not None:
+                    return intent_id
+        raise AssertionError("unreachable: candidates() raises when exhausted")
+
+    def find_intent(self, intent_id: str) -> Row | None:
+        with self.db.conn() as c:
+            return c.execute(Q["api_find_intent"], {"id": intent_id}).fetchone()
+
+    # ---- runs ---------------------------------------------------------------------------------
+
+    def find_run(self, id_or_workflow_id: str) -> Row | None:
+        """A run by its run id or its workflow id."""
+        with self.db.conn() as c:
+            return c.execute(Q["api_find_run"], {"id": id_or_workflow_id}).fetchone()
+
+    def queue_policy(self, req: RunRequest) -> QueuePolicy:
+        """The queue policy of a parent start (400 `queue_policy_violation` when it fails)."""
+        with self.db.conn() as c:
+            return resolve_policy(c, req, partition_law=self.settings.sbx_queue_partition)
+
+    def start_run(self, intent_id: str, req: RunRequest, policy: QueuePolicy) -> Row:
+        """Idempotent start (contract-api §6.2): the run row and its workflow row commit together.
+
+        A repeat start returns the existing row and enqueues nothing: its workflow was committed
+        with it, or its enqueue failed and the row says `failed` (a failed start is never re-run).
+        """
+        started: Started | None = None
+        failure: Exception | None = None
+        with self.db.tx() as c:
+            run, created = self._insert_run(c, intent_id, req, policy)
+            if not created:
+                if run["intent_id"] != intent_id:
+                    raise RunDivergenceError(
+                        f"Divergence in run {run['id']}: workflow {intent_id} belongs to intent "
+                        f"{run['intent_id']}"
+                    )
+                return run
+            try:
+                # start_txn runs in a savepoint, so a failed insert leaves this transaction usable.
+                started = self.client.start_txn(
+                    c,
+                    RUN_WORKFLOW,
+                    (intent_id,),
+                    {},
+                    workflow_id=intent_id,
+                    queue=INTENT_QUEUE,
+                    priority=policy.priority or 0,
+                    deduplication_id=policy.deduplication_id,
+                )
+            except Exception as exc:
+                failure = exc
+                run = c.execute(Q["api_mark_run_failed"], {"id": run["id"]}).fetchone() or run
+        if failure is not None:
+            raise RunStartError(
+                f"enqueue of run {run['id']} failed: {failure}", run_id=run["id"]
+            ) from failure
+        assert started is not None
+        self.client.publish_started(started, RUN_WORKFLOW, INTENT_QUEUE)
+        return run
+
+    def _insert_run(self, c: Conn, intent_id: str, req: RunRequest, policy: QueuePolicy) -> tuple[Row, bool]:
+        """Insert the run under a fresh id, or find the intent's existing run: (row, created)."""
+        for run_id in self.ids.candidates(RUN_PREFIX):
+            row = c.execute(
+                Q["api_insert_run"],
+                {
+                    "id": run_id,
+                    "intent_id": intent_id,
+                    "workflow_id": intent_id,
+                    "trace_id": req.trace_id,
+                    "tenant_id": req.tenant_id,
+                    "queue_partition_key": policy.queue_partition_key,
+                },
+            ).fetchone()
+            if row is not None:
+                return row, True
+            existing = c.execute(Q["api_run_by_workflow_id"], {"workflow_id": intent_id}).fetchone()
+            if existing is not None:
+                return existing, False
+            # Neither inserted nor the intent's run: the drawn run id is taken. Draw again.
+        raise AssertionError("unreachable: candidates() raises when exhausted")
+
+    # ---- human input and repair ---------------------------------------------------------------
+
+    def approve_plan(self, run: Row, approved_by: str, notes: str | None) -> datetime:
+        """Record the approval; wake the run if it is waiting. Returns approved_at (from the DB)."""
+        with self.db.tx() as c:
+            locked = c.execute(Q["api_lock_run"], {"id": run["id"]}).fetchone()
+            status = None if locked is None else locked["status"]
+            row = c.execute(
+                Q["api_upsert_plan_approval"],
+                {"run_id": run["id"], "approved_by": approved_by, "notes": notes},
+            ).fetchone()
+        assert row is not None
+        # The approval is the row; the message only wakes a run parked at a gate. A gate that has
+        # not parked yet will see the row (it reads it under the same row lock).
+        if status == WAITING_INPUT:
+            message = {"type": "approve-plan", "payload": {"approvedBy": approved_by}}
+            self.client.send(run["workflow_id"], message, topic=HUMAN_EVENT_TOPIC)
+        approved_at: datetime = row["approved_at"]
+        return approved_at
+
+    def send_event(self, run: Row, event: RunEvent) -> None:
+        """Deliver the whole event `{type, payload}` to the run's workflow (uninterpreted)."""
+        message = {"type": event.type, "payload": event.payload}
+        self.client.send(run["workflow_id"], message, topic=HUMAN_EVENT_TOPIC)
+
+    def retry(self, run: Row) -> str:
+        """Start the next repair of a failed run; returns `fromStep` (contract-api §4.8).
+
+        The repair number is retry_count + 1, so a repeated request before the repair starts maps
+        to the same repair workflow id (idempotent), and each later repair gets its own id.
+        """
+        with self.db.conn() as c:
+            done = {r["step_id"] for r in c.execute(Q["api_run_steps"], {"run_id": run["id"]}).fetchall()}
+        step = from_step(done)
+        repair_no = int(run["retry_count"]) + 1
+        self.client.start(
+            REPAIR_WORKFLOW,
+            run["id"],
+            repair_no,
+            workflow_id=repair_workflow_id(run["id"], repair_no),
+            queue=CONTROL_QUEUE,
+        )
+        return step
