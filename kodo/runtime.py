@@ -46,4 +46,4 @@ class Runtime:
         return cls(settings=settings, db=db, engine=engine, client=Client(engine))
 
     def reconciler(self) -> Reconciler:
-        return Reconciler(self.settings, self.db, self.engine.dispatcher)
+        return Reconciler(self.settings, self.db, self.engine.dispatcher, cancel=self.client.cancel)

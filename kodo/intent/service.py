@@ -113,6 +113,7 @@ class IntentService:
                     queue=INTENT_QUEUE,
                     priority=policy.priority or 0,
                     deduplication_id=policy.deduplication_id,
+                    timeout_ms=policy.timeout_ms,
                 )
             except Exception as exc:
                 failure = exc

@@ -47,6 +47,7 @@ class Client:
         deduplication_id: str | None = None,
         app_version: str | None = None,
         max_recovery_attempts: int | None = None,
+        timeout_ms: int | None = None,
         **kwargs: Any,
     ) -> Started:
         """Start `wf` under `workflow_id` (idempotent: an existing id is returned, never re-run)."""
@@ -64,6 +65,7 @@ class Client:
                 deduplication_id=deduplication_id,
                 app_version=app_version,
                 max_recovery_attempts=max_recovery_attempts,
+                timeout_ms=timeout_ms,
                 savepoint=False,
             )
         if started.created:

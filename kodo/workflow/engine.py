@@ -72,6 +72,7 @@ class Engine:
         app_version: str | None = None,
         max_recovery_attempts: int | None = None,
         forked_from: str | None = None,
+        timeout_ms: int | None = None,
     ) -> bool:
         """Insert the workflow row inside the caller's transaction. False if the id already exists."""
         definition = self.registry.get(wf) if isinstance(wf, str) else wf
@@ -93,6 +94,7 @@ class Engine:
                     if max_recovery_attempts is None
                     else max_recovery_attempts
                 ),
+                "timeout_ms": timeout_ms,
                 "now": clock.now_ms(),
             },
         ).fetchone()

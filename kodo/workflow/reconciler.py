@@ -4,7 +4,8 @@ Each pass, for this application version only:
 1. due timers (durable sleep, receive timeouts) are woken and published;
 2. leases held by dead processes on this host are expired at once (no wait for the lease to run out);
 3. runnable rows nobody picked up (lost message, lease expired) are republished. The claim that
-   follows counts the recovery attempt and enforces the maximum.
+   follows counts the recovery attempt and enforces the maximum;
+4. workflows past their timeout are cancelled (a runner stops at its next step boundary).
 Every update is atomic, so two reconcilers never publish the same due timer twice, and a duplicate
 publish is a no-op delivery anyway.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -25,6 +27,7 @@ from kodo.config import Settings
 from kodo.db.pool import Database, connect
 from kodo.db.queries import Q
 from kodo.dispatch import Dispatcher
+from kodo.errors import ConflictError
 from kodo.workflow import executor
 
 log = logging.getLogger(__name__)
@@ -36,13 +39,21 @@ class PassCounts:
     timers: int = 0
     dead_leases: int = 0
     republished: int = 0
+    timed_out: int = 0
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, db: Database, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        dispatcher: Dispatcher,
+        cancel: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.dispatcher = dispatcher
+        self.cancel = cancel  # Client.cancel: cancels and wakes a waiting parent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -95,9 +106,26 @@ class Reconciler:
             ).fetchall()
         self._publish(stale)
         counts.republished = len(stale)
-        if counts.timers or counts.dead_leases or counts.republished:
+        counts.timed_out = self.cancel_expired(now)
+        if counts.timers or counts.dead_leases or counts.republished or counts.timed_out:
             log.info("reconciler pass: %s", counts)
         return counts
+
+    def cancel_expired(self, now: int) -> int:
+        if self.cancel is None:
+            return 0
+        with self.db.conn() as c:
+            rows = c.execute(
+                Q["expired_workflows"], {"now": now, "app_version": self.settings.app_version, "limit": BATCH}
+            ).fetchall()
+        cancelled = 0
+        for row in rows:
+            try:
+                self.cancel(row["workflow_uuid"])
+                cancelled += 1
+            except ConflictError:
+                pass  # finished (or cancelled by someone else) meanwhile
+        return cancelled
 
     # ---- background loop ---------------------------------------------------------------------
 

@@ -599,3 +599,10 @@ def test_unknown_artifact_is_404(http: FlaskClient) -> None:
 def test_wrong_method_or_path_is_404_not_found(http: FlaskClient, method: str, url: str) -> None:
     r = http.open(url, method=method)
     assert (r.status_code, r.json) == (404, {"error": "not found"})
+
+
+def test_timeout_ms_becomes_the_workflow_timeout(http: FlaskClient, sql: Sql) -> None:
+    intent_id = create_intent(http)
+    start_run(http, intent_id, timeoutMS=60000)
+    [row] = sql("SELECT workflow_timeout_ms FROM dbos.workflow_status WHERE workflow_uuid = %s", (intent_id,))
+    assert row == {"workflow_timeout_ms": 60000}

@@ -146,3 +146,18 @@ def test_fork_bounds(rt: Runtime) -> None:
     # An existing target id is refused too (fork never overwrites a workflow).
     with pytest.raises(ConflictError, match="already exists"):
         rt.client.fork("fork-bounds", 2, new_workflow_id="fork-bounds")
+
+
+def test_a_workflow_past_its_timeout_is_cancelled_by_the_reconciler(
+    rt: Runtime, start_worker: Callable[..., Any], sql: Sql
+) -> None:
+    start_worker()
+    rt.client.start(t.sleeper, 30.0, workflow_id="timeout-short", timeout_ms=800)
+    rt.client.start(t.sleeper, 30.0, workflow_id="timeout-none")
+    assert rt.client.wait("timeout-short", 10)["status"] == "CANCELLED"
+    [row] = sql(
+        "SELECT workflow_timeout_ms, workflow_deadline_epoch_ms - started_at_epoch_ms AS budget "
+        "FROM dbos.workflow_status WHERE workflow_uuid = 'timeout-short'"
+    )
+    assert row == {"workflow_timeout_ms": 800, "budget": 800}  # the clock starts at the first claim
+    assert rt.client.get("timeout-none")["status"] == "PENDING"

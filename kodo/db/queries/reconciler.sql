@@ -45,3 +45,10 @@ WHERE executor_id LIKE %(host_prefix)s AND status IN ('PENDING', 'CANCELLED', 'E
 UPDATE dbos.workflow_status SET lease_until_epoch_ms = 0, published_at_epoch_ms = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND executor_id = %(executor_id)s AND lease_epoch = %(epoch)s
 RETURNING workflow_uuid, queue_name, status
+
+-- name: expired_workflows
+-- Workflows of this version past their deadline (RunRequest.timeoutMS): the reconciler cancels them.
+SELECT workflow_uuid FROM dbos.workflow_status
+WHERE status IN ('ENQUEUED', 'PENDING') AND workflow_deadline_epoch_ms < %(now)s
+  AND application_version = %(app_version)s
+ORDER BY workflow_deadline_epoch_ms LIMIT %(limit)s

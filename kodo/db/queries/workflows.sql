@@ -3,11 +3,11 @@
 INSERT INTO dbos.workflow_status (
     workflow_uuid, status, name, queue_name, queue_partition_key, priority, deduplication_id,
     application_version, inputs, parent_workflow_id, forked_from, max_recovery_attempts,
-    published_at_epoch_ms, created_at, updated_at)
+    workflow_timeout_ms, published_at_epoch_ms, created_at, updated_at)
 VALUES (
     %(workflow_uuid)s, 'ENQUEUED', %(name)s, %(queue_name)s, %(partition_key)s, %(priority)s,
     %(deduplication_id)s, %(app_version)s, %(inputs)s, %(parent)s, %(forked_from)s,
-    %(max_recovery_attempts)s, %(now)s, %(now)s, %(now)s)
+    %(max_recovery_attempts)s, %(timeout_ms)s, %(now)s, %(now)s, %(now)s)
 ON CONFLICT (workflow_uuid) DO NOTHING
 RETURNING workflow_uuid, status, name
 
@@ -40,6 +40,8 @@ WITH claimed AS (
         lease_epoch = lease_epoch + 1,
         publish_count = 0,
         started_at_epoch_ms = COALESCE(started_at_epoch_ms, %(now)s),
+        -- A timeout counts from the first claim; the reconciler cancels the workflow past it.
+        workflow_deadline_epoch_ms = COALESCE(workflow_deadline_epoch_ms, %(now)s + workflow_timeout_ms),
         updated_at = %(now)s
     WHERE workflow_uuid = %(workflow_uuid)s
       AND status IN ('ENQUEUED', 'PENDING')
