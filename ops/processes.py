@@ -202,6 +202,11 @@ def start_intent_worker(
     return spawn(name, procfile_argv("intent"), child_env(env, overrides), log)
 
 
+def start_sbx_worker(env: Mapping[str, str], log: Path, name: str = "sbx") -> Proc:
+    """A Celery worker on sbxQ, the fan-out children (Procfile `sbx:`)."""
+    return spawn(name, procfile_argv("sbx"), child_env(env), log)
+
+
 def start_reconciler(admin_port: int, env: Mapping[str, str], log: Path, name: str = "reconciler") -> Proc:
     """The reconciler with the admin server on `admin_port` (Procfile `reconciler:`)."""
     return spawn(name, procfile_argv("reconciler"), child_env(env, {"KODO_ADMIN_PORT": str(admin_port)}), log)

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Start the whole system on embedded defaults: API (PORT, 3001), admin + reconciler (ADMIN_PORT, 3002),
 # Celery workers for intentQ+controlQ and sbxQ, and Flower (FLOWER_PORT, 5555). Ctrl-C stops it all.
+# KODO_PROCESSES picks a subset of the Procfile (split topology): `intent sbx reconciler` is the
+# worker side (`mise run start:worker`), `api` the shim (`mise run start:api-shim`).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$KODO_ROOT"
 bootstrap dev
 "$VENV/bin/python" -m ops migrate
 export KODO_API_PORT="${PORT:-3001}" KODO_ADMIN_PORT="${ADMIN_PORT:-3002}" KODO_FLOWER_PORT="${FLOWER_PORT:-5555}"
-say "API http://127.0.0.1:$KODO_API_PORT  admin http://127.0.0.1:$KODO_ADMIN_PORT  flower http://127.0.0.1:$KODO_FLOWER_PORT"
-echo $$ > .tmp/kodo-start.pid
-exec "$VENV/bin/honcho" -f "${KODO_PROCFILE:-Procfile}" start ${KODO_PROCESSES:-}
+processes="${KODO_PROCESSES:-}"
+role="${processes:-all}"
+role="${role// /-}"
+case " ${processes:-api} " in *" api "*) say "API http://127.0.0.1:$KODO_API_PORT" ;; esac
+case " ${processes:-reconciler} " in *" reconciler "*) say "admin http://127.0.0.1:$KODO_ADMIN_PORT" ;; esac
+case " ${processes:-flower} " in *" flower "*) say "flower http://127.0.0.1:$KODO_FLOWER_PORT" ;; esac
+# One pid file per process set, so a worker and a shim started side by side are both stopped.
+echo $$ > ".tmp/kodo-start.$role.pid"
+# shellcheck disable=SC2086  # KODO_PROCESSES is a list of names
+exec "$VENV/bin/honcho" -f "${KODO_PROCFILE:-Procfile}" start $processes

@@ -153,7 +153,7 @@ class IntentService:
     def approve_plan(self, run: Row, approved_by: str, notes: str | None) -> datetime:
         """Record the approval; wake the run if it is waiting. Returns approved_at (from the DB)."""
         with self.db.tx() as c:
-            locked = c.execute(Q["api_lock_run"], {"id": run["id"]}).fetchone()
+            locked = c.execute(Q["lock_run"], {"run_id": run["id"]}).fetchone()  # see intent.sql
             status = None if locked is None else locked["status"]
             row = c.execute(
                 Q["api_upsert_plan_approval"],

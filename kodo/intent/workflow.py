@@ -285,7 +285,8 @@ def resume_running(c: Conn, ctx: dict[str, Any], reset_gate: bool) -> None:
 @wf.transaction("IntentWorkflow.planGate")
 def check_plan_gate(c: Conn, ctx: dict[str, Any]) -> bool:
     """True when the plan is approved; otherwise the run waits at the gate (in the same locked tx)."""
-    row = c.execute(Q["plan_gate_check"], {"run_id": ctx["runId"]}).fetchone()
+    c.execute(Q["lock_run"], {"run_id": ctx["runId"]})
+    row = c.execute(Q["plan_approved"], {"run_id": ctx["runId"]}).fetchone()
     if row is not None and row["approved"]:
         return True
     _update(c, ctx, status="waiting_input", error="plan_not_approved", next_action=APPROVE_PLAN)

@@ -15,6 +15,7 @@ from kodo.intent import HUMAN_EVENT_TOPIC, STEPS
 from kodo.intent.artifacts import NONE_SHA256
 from kodo.runtime import Runtime
 from tests.support import procs
+from tests.support.helpers import poll
 from tests.support.intent import Sql, approve, run_row, start_repair, start_run, wait_run
 
 Worker = Callable[..., procs.WorkerProc]
@@ -269,10 +270,12 @@ def test_cancel_stops_a_run_waiting_on_its_sandbox_child(rt: Runtime, sql: Sql, 
     start_worker(env={"CHAOS_SLEEP_EXECUTE": "1500"})
     wid, run_id = start_run(rt, sql, "to cancel", approved=True)
     wait_run(sql, run_id, "running", last_step="DecideST")
+    child = "SELECT workflow_uuid FROM dbos.workflow_status WHERE parent_workflow_id = %s"
+    poll(lambda: bool(sql(child, (wid,))), 10, "the sandbox child is started")
     rt.client.cancel(wid)
     assert rt.client.wait(wid, timeout_s=10)["status"] == "CANCELLED"
     # The child finishes its sandbox task, but the cancelled parent never commits ExecuteST.
-    [task] = sql("SELECT workflow_uuid FROM dbos.workflow_status WHERE parent_workflow_id = %s", (wid,))
+    [task] = sql(child, (wid,))
     assert rt.client.wait(task["workflow_uuid"], timeout_s=15)["status"] == "SUCCESS"
     time.sleep(1.0)
     row = run_row(sql, run_id)

@@ -52,11 +52,6 @@ FROM app.runs WHERE id = %(id)s OR workflow_id = %(id)s
 ORDER BY (id = %(id)s) DESC, created_at DESC
 LIMIT 1
 
--- name: api_lock_run
--- Lock a run before approving it. The plan gate locks the same row when it checks for an approval
--- and parks, so an approval is either seen by the gate or finds the run waiting (and wakes it).
-SELECT status FROM app.runs WHERE id = %(id)s FOR UPDATE
-
 -- name: api_upsert_plan_approval
 -- Approve a run's plan; a repeat approval overwrites it and refreshes approved_at.
 INSERT INTO app.plan_approvals (run_id, approved_at, approved_by, notes)

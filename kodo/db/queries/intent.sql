@@ -30,13 +30,17 @@ UPDATE app.runs SET
 WHERE id = %(run_id)s
 RETURNING status, retry_count
 
--- name: plan_gate_check
--- Lock the run, then read whether its plan is approved. approve-plan locks the same row before it
--- writes the approval and reads the status, so an approval is either seen here or finds the run
--- in waiting_input (and wakes it): it is never lost.
-SELECT r.status, EXISTS (SELECT 1 FROM app.plan_approvals a WHERE a.run_id = r.id) AS approved
-FROM app.runs r WHERE r.id = %(run_id)s
-FOR UPDATE OF r
+-- name: lock_run
+-- Lock one run row. The plan gate takes it before reading the approval; approve-plan takes it before
+-- writing the approval and reading the status. So an approval is either seen by the gate or finds
+-- the run in waiting_input (and wakes it): it is never lost.
+SELECT status FROM app.runs WHERE id = %(run_id)s FOR UPDATE
+
+-- name: plan_approved
+-- Whether the run's plan is approved. A statement of its own, run after lock_run: under READ
+-- COMMITTED its snapshot is taken after the lock was granted, so it sees an approval committed by
+-- the transaction that held the lock (a subquery in the locking statement would not).
+SELECT EXISTS (SELECT 1 FROM app.plan_approvals WHERE run_id = %(run_id)s) AS approved
 
 -- name: insert_run_step
 -- One row per (run, step, attempt); a repeat with the same key is a no-op (compared by the caller).
