@@ -281,3 +281,31 @@ def test_cancel_stops_a_run_waiting_on_its_sandbox_child(rt: Runtime, sql: Sql, 
     row = run_row(sql, run_id)
     assert (row["status"], row["last_step"]) == ("running", "DecideST")
     assert rt.client.get(wid)["status"] == "CANCELLED"
+
+
+def test_one_sandbox_child_per_test_and_a_merged_execute_result(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    start_worker()
+    hooks = {"testHooks": {"tests": ["test1.ts", "test2.ts", "test3.ts"], "testCommand": "echo running"}}
+    wid, run_id = start_run(rt, sql, "fan out", constraints=hooks, approved=True, partition_key="tenant-fan")
+    wait_run(sql, run_id, "succeeded")
+    tasks = sql("SELECT task_key, request->>'cmd' AS cmd FROM app.sbx_runs WHERE run_id = %s", (run_id,))
+    assert sorted(t["cmd"] for t in tasks) == [f"echo running test{i}.ts" for i in (1, 2, 3)]
+    assert all(len(t["task_key"]) == 64 and int(t["task_key"], 16) >= 0 for t in tasks)
+    children = sql(
+        "SELECT workflow_uuid, queue_partition_key FROM dbos.workflow_status WHERE parent_workflow_id = %s",
+        (wid,),
+    )
+    assert sorted(c["workflow_uuid"] for c in children) == sorted(t["task_key"] for t in tasks)
+    assert {c["queue_partition_key"] for c in children} == {"tenant-fan"}
+    [execute] = [s for s in _steps(sql, run_id) if s["step_id"] == "ExecuteST"]
+    out = execute["output"]
+    assert out["stdout"] == "\n---\n".join(f"OK: echo running test{i}.ts\n" for i in (1, 2, 3))
+    assert out["metrics"] == {"wallMs": 1, "cpuMs": 3, "memPeakMB": 1}
+    assert len(out["artifactIndexRef"].split(",")) == 3 and len(out["raw"]["tasks"]) == 3
+    # One artifact_index (idx 0) per task.
+    idx0 = sql(
+        "SELECT kind FROM app.artifacts WHERE run_id = %s AND step_id = 'ExecuteST' AND idx = 0", (run_id,)
+    )
+    assert [r["kind"] for r in idx0] == ["artifact_index"] * 3
