@@ -13,6 +13,7 @@ waits ~1 s then ~2 s, retryable infra codes only).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -25,7 +26,7 @@ from kodo import clock
 from kodo import workflow as wf
 from kodo.db.pool import Conn
 from kodo.db.queries import Q
-from kodo.errors import Cancelled, NotFoundError
+from kodo.errors import NotFoundError
 from kodo.intent import (
     APPROVE_PLAN,
     CONTROL_QUEUE,
@@ -42,6 +43,7 @@ from kodo.intent import (
     TASK_WORKFLOW,
     artifacts,
     planner,
+    repair_workflow_id,
     sandbox,
 )
 from kodo.intent.artifacts import Artifact
@@ -455,38 +457,31 @@ def fail(c: Conn, ctx: dict[str, Any], message: str) -> None:
     _update(c, ctx, status="retries_exceeded", error=message, next_action=REPAIR)
 
 
-def _cancelled(ctx: dict[str, Any]) -> None:
-    """Written raw (not a step): a cancelled workflow may not checkpoint anything more."""
-    message = f"Workflow {ctx['workflowId']} has been cancelled"
-    with context.database().tx() as c:
-        c.execute(
-            Q["run_update"],
-            {
-                "run_id": ctx["runId"],
-                "status": "canceled",
-                "last_step": None,
-                "set_error": True,
-                "error": message,
-                "set_next_action": True,
-                "next_action": NONE,
-                "retry_inc": False,
-            },
-        )
-        _emit(c, ctx["workflowId"], "canceled")
+def _mark_cancelled(c: Conn, ctx: dict[str, Any], workflow_id: str) -> None:
+    """`canceled` + NONE + the engine's message, and a `canceled` status event."""
+    _update(c, ctx, status="canceled", error=f"Workflow {workflow_id} has been cancelled", next_action=NONE)
+
+
+def _run_cancelled(c: Conn, workflow_id: str) -> None:
+    """on_cancel of the run: written with the engine's CANCELLED, whether or not a worker runs it."""
+    with contextlib.suppress(NotFoundError):  # no run row: nothing of the product to mark
+        _mark_cancelled(c, _load(c, workflow_id=workflow_id), workflow_id)
+
+
+def _repair_cancelled(c: Conn, run_id: str, repair_no: int) -> None:
+    with contextlib.suppress(NotFoundError):
+        _mark_cancelled(c, _load(c, run_id=run_id), repair_workflow_id(run_id, repair_no))
 
 
 def _guarded(ctx: dict[str, Any], checkpoints: dict[str, dict[str, Any]], redo: str, repair_no: int) -> None:
     try:
         _pipeline(ctx, checkpoints, redo, repair_no)
-    except Cancelled:
-        _cancelled(ctx)
-        raise
-    except Exception as exc:
+    except Exception as exc:  # a cancel is not an Exception: on_cancel has written it already
         fail(ctx, str(exc))
         raise
 
 
-@wf.workflow(RUN_WORKFLOW, queue=INTENT_QUEUE, max_recovery_attempts=3)
+@wf.workflow(RUN_WORKFLOW, queue=INTENT_QUEUE, max_recovery_attempts=3, on_cancel=_run_cancelled)
 def run_intent(workflow_id: str) -> None:
     ctx = begin_run(workflow_id)
     _guarded(ctx, {}, "CompileST", 0)
@@ -506,7 +501,7 @@ def begin_repair(c: Conn, run_id: str) -> dict[str, Any]:
     return ctx
 
 
-@wf.workflow(REPAIR_WORKFLOW, queue=CONTROL_QUEUE, max_recovery_attempts=3)
+@wf.workflow(REPAIR_WORKFLOW, queue=CONTROL_QUEUE, max_recovery_attempts=3, on_cancel=_repair_cancelled)
 def repair(run_id: str, repair_no: int) -> None:
     """`/retry`: re-execute from the first missing step (or ExecuteST) with new attempt numbers."""
     ctx = begin_repair(run_id)

@@ -17,7 +17,7 @@ import psycopg
 from kodo import clock
 from kodo.db.pool import Conn
 from kodo.db.queries import Q
-from kodo.errors import ConflictError, NotFoundError
+from kodo.errors import ConflictError, NotFoundError, UnknownWorkflowError
 from kodo.workflow import serde
 from kodo.workflow.context import DEFAULT_TOPIC
 from kodo.workflow.engine import Engine
@@ -150,6 +150,8 @@ class Client:
                 # Parent first, the same lock order as a completing child (Engine._complete).
                 c.execute(Q["lock_workflow"], {"workflow_uuid": parent})
             done = c.execute(Q["cancel_workflow"], {"workflow_uuid": workflow_id, "now": now}).fetchone()
+            if done is not None and row is not None:
+                self._on_cancel(c, row)
             if done is not None and parent is not None:
                 woken = c.execute(
                     Q["wake_parent"], {"parent": parent, "child": workflow_id, "now": now}
@@ -158,6 +160,15 @@ class Client:
             self._conflict("cancel", workflow_id)
         if woken is not None:
             self.engine.publish(woken["workflow_uuid"], woken["queue_name"])
+
+    def _on_cancel(self, c: Conn, row: dict[str, Any]) -> None:
+        try:
+            hook = self.engine.registry.get(row["name"]).on_cancel
+        except UnknownWorkflowError:
+            return  # a workflow this process does not know has no hook here
+        if hook is not None:
+            args, kwargs = serde.decode_inputs(row["inputs"])
+            hook(c, *args, **kwargs)
 
     def resume(self, workflow_id: str) -> None:
         """CANCELLED/ENQUEUED/MAX_RECOVERY_ATTEMPTS_EXCEEDED -> runs again under the same id."""

@@ -43,6 +43,9 @@ class WorkflowDef(Generic[P, R]):
     fn: Callable[P, R]
     queue: str
     max_recovery_attempts: int
+    # Runs inside the transaction that cancels the workflow (connection, then the workflow's own
+    # arguments): product rows change together with the status, even when no runner holds it.
+    on_cancel: Callable[..., None] | None = None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -72,9 +75,16 @@ REGISTRY = Registry()
 
 
 def workflow(
-    name: str | None = None, *, queue: str = "intentQ", max_recovery_attempts: int = 50
+    name: str | None = None,
+    *,
+    queue: str = "intentQ",
+    max_recovery_attempts: int = 50,
+    on_cancel: Callable[..., None] | None = None,
 ) -> Callable[[Callable[P, R]], WorkflowDef[P, R]]:
-    """Register a workflow function under `name` (default: module.qualname)."""
+    """Register a workflow function under `name` (default: module.qualname).
+
+    `on_cancel(conn, *args, **kwargs)` runs in the cancelling transaction (see WorkflowDef).
+    """
 
     def deco(fn: Callable[P, R]) -> WorkflowDef[P, R]:
         wf = WorkflowDef(
@@ -82,6 +92,7 @@ def workflow(
             fn=fn,
             queue=queue,
             max_recovery_attempts=max_recovery_attempts,
+            on_cancel=on_cancel,
         )
         REGISTRY.add(wf)
         return wf

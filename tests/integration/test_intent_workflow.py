@@ -279,8 +279,47 @@ def test_cancel_stops_a_run_waiting_on_its_sandbox_child(rt: Runtime, sql: Sql, 
     assert rt.client.wait(task["workflow_uuid"], timeout_s=15)["status"] == "SUCCESS"
     time.sleep(1.0)
     row = run_row(sql, run_id)
-    assert (row["status"], row["last_step"]) == ("running", "DecideST")
+    assert (row["status"], row["last_step"], row["next_action"]) == ("canceled", "DecideST", "NONE")
+    assert row["error"] == f"Workflow {wid} has been cancelled"
     assert rt.client.get(wid)["status"] == "CANCELLED"
+    assert _status_events(sql, wid) == ["running", "canceled"]
+
+
+def _status_events(sql: Sql, wid: str) -> list[str]:
+    rows = sql(
+        "SELECT message FROM dbos.notifications WHERE destination_uuid = %s AND topic = 'status' ORDER BY seq",
+        (wid,),
+    )
+    return [json.loads(r["message"])["status"] for r in rows]
+
+
+def test_a_run_cancelled_before_any_worker_ran_it_is_canceled_not_queued(rt: Runtime, sql: Sql) -> None:
+    wid, run_id = start_run(rt, sql, "never ran")  # no worker
+    rt.client.cancel(wid)
+    row = run_row(sql, run_id)
+    assert (row["status"], row["next_action"], row["error"]) == (
+        "canceled",
+        "NONE",
+        f"Workflow {wid} has been cancelled",
+    )
+    assert _status_events(sql, wid) == ["canceled"]
+
+
+def test_a_timed_out_run_waiting_at_the_plan_gate_ends_canceled(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    start_worker()
+    wid, run_id = start_run(rt, sql, "slow approver", timeout_ms=1500)
+    wait_run(sql, run_id, "waiting_input", next_action="APPROVE_PLAN")
+    # Parked (no worker holds it): the reconciler's cancel writes the run row in the same transaction.
+    row = wait_run(sql, run_id, "canceled", timeout=10)
+    assert (row["next_action"], row["last_step"]) == ("NONE", "ApplyPatchST")
+    assert rt.client.get(wid)["status"] == "CANCELLED"
+    # An approval after the cancel changes nothing.
+    approve(sql, run_id)
+    rt.client.send(wid, {"type": "approve-plan", "payload": {}}, topic=HUMAN_EVENT_TOPIC)
+    time.sleep(1.0)
+    assert run_row(sql, run_id)["status"] == "canceled"
 
 
 def test_one_sandbox_child_per_test_and_a_merged_execute_result(

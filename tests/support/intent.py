@@ -22,6 +22,7 @@ def start_run(
     constraints: dict[str, Any] | None = None,
     approved: bool = False,
     partition_key: str = "tenant-test",
+    timeout_ms: int | None = None,
 ) -> tuple[str, str]:
     """Returns (intent id = workflow id, run id)."""
     intent_id = f"it_{uuid.uuid4().hex[:16]}"
@@ -38,7 +39,7 @@ def start_run(
     )
     if approved:
         approve(sql, run_id)
-    rt.client.start(RUN_WORKFLOW, intent_id, workflow_id=intent_id)
+    rt.client.start(RUN_WORKFLOW, intent_id, workflow_id=intent_id, timeout_ms=timeout_ms)
     return intent_id, run_id
 
 

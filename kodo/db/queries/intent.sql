@@ -14,10 +14,12 @@ SELECT workflow_id FROM app.runs WHERE id = %(run_id)s
 
 -- name: run_update
 -- The "ops" update of one run. A terminal status is never replaced by a non-terminal one, except
--- `repairing` written together with a retry_count increment (contract-api §7.2).
+-- `repairing` written together with a retry_count increment (contract-api §7.2); `canceled` (written
+-- in the cancelling transaction) is not replaced even by a step that was already running.
 UPDATE app.runs SET
     status = CASE
         WHEN %(status)s::text IS NULL THEN status
+        WHEN status = 'canceled' AND NOT %(retry_inc)s THEN status
         WHEN status IN ('succeeded', 'failed', 'canceled', 'retries_exceeded')
              AND %(status)s::text NOT IN ('succeeded', 'failed', 'canceled', 'retries_exceeded')
              AND NOT %(retry_inc)s THEN status
