@@ -34,24 +34,21 @@ import contextlib
 import json
 import os
 import random
-import signal
 import statistics
 import sys
 import tempfile
 import time
 import urllib.error
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from kodo.config import Settings
 from kodo.db import migrate
 from kodo.db.pool import Conn, connect
 from ops import processes
-from ops.processes import Proc
+from ops.processes import Proc, env_int
 
 KILL_POINTS = ("sleep", "step", "committed")
 TIMED = "timed"
@@ -63,16 +60,7 @@ STATUS_TIMEOUT_S = 10.0
 MAX_MEDIAN_RECOVERY_S = 5.0
 TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
-_t0 = time.monotonic()
-
-
-def say(message: str) -> None:
-    print(f"[crashdemo +{time.monotonic() - _t0:6.1f}s] {message}", flush=True)
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
+say = processes.progress("crashdemo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,18 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the random kill points (default: time)")
     p.add_argument(
-        "--port", type=int, default=_env_int("PORT", 3004), help="API port (default env PORT or 3004)"
+        "--port", type=int, default=env_int("PORT", 3004), help="API port (default env PORT or 3004)"
     )
     p.add_argument(
         "--admin-port",
         type=int,
-        default=_env_int("ADMIN_PORT", 3006),
+        default=env_int("ADMIN_PORT", 3006),
         help="admin/reconciler port (default env ADMIN_PORT or 3006)",
     )
     p.add_argument(
         "--sleep-ms",
         type=int,
-        default=_env_int("WF_SLEEP_MS", 5000),
+        default=env_int("WF_SLEEP_MS", 5000),
         help="the demo's durable sleep in ms (default env WF_SLEEP_MS or 5000)",
     )
     p.add_argument(
@@ -241,13 +229,9 @@ class Stack:
         return killed_at
 
     def stop(self) -> None:
-        for proc in (self.worker, self.api, self.reconciler):
-            if proc is not None:
-                try:
-                    proc.stop(5.0)
-                except Exception as exc:  # cleanup must go on for the others
-                    say(f"warning: stopping {proc.name}: {exc!r}")
+        procs = (self.worker, self.api, self.reconciler)
         self.worker = self.api = self.reconciler = None
+        processes.stop_all(procs, 5.0, say)
 
     def tails(self) -> str:
         out = []
@@ -295,13 +279,6 @@ class Demo:
 
     # ---- one round ---------------------------------------------------------------------------
 
-    def _until(self, what: str, check: Callable[[], bool], timeout: float, interval: float = 0.02) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(interval)
-
     def _wait_kill_point(self, point: str, wid: str, posted: float, fault_file: Path, stack: Stack) -> None:
         if point == TIMED:
             time.sleep(max(posted + self.args.kill_after - time.monotonic(), 0.0))
@@ -311,7 +288,7 @@ class Demo:
                 row = self.workflow(wid)
                 return row is not None and row["wait_reason"] == "sleep"
 
-            self._until("the durable sleep", sleeping, KILL_POINT_TIMEOUT_S)
+            processes.wait_until("the durable sleep", sleeping, KILL_POINT_TIMEOUT_S)
         else:
 
             def reached() -> bool:
@@ -320,7 +297,7 @@ class Demo:
                     raise RuntimeError(f"worker exited before the fault point:\n{stack.worker.tail()}")
                 return fault_file.exists() and bool(fault_file.read_text().strip())
 
-            self._until(f"fault point {FAULTS[point]}", reached, KILL_POINT_TIMEOUT_S)
+            processes.wait_until(f"fault point {FAULTS[point]}", reached, KILL_POINT_TIMEOUT_S)
             say(f"  worker hangs at {fault_file.read_text().strip()}")
 
     def _wait_marks(self, stack: Stack, wid: str) -> dict[str, int]:
@@ -374,7 +351,7 @@ class Demo:
                 return row is not None and row["status"] in TERMINAL
 
             with contextlib.suppress(TimeoutError):  # reported below as the status it has
-                self._until("a terminal status", terminal, STATUS_TIMEOUT_S, 0.05)
+                processes.wait_until("a terminal status", terminal, STATUS_TIMEOUT_S, 0.05)
             row = self.workflow(wid)
             result.status = str(row["status"]) if row else "MISSING"
             ops = self.ops(wid)
@@ -419,10 +396,6 @@ def summarize(results: list[RoundResult], max_median_s: float = MAX_MEDIAN_RECOV
     return text, ok
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.rounds < 1:
@@ -459,22 +432,19 @@ def main(argv: list[str] | None = None) -> int:
     migrate.upgrade(settings.database_url)
     say("migrations applied")
 
-    # Ctrl-C and SIGTERM both unwind through the finally blocks that stop every process we started
-    # (SIGINT explicitly too: a shell starts background jobs with SIGINT ignored).
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C and SIGTERM both unwind through the finally blocks that stop every process we started.
     demo = Demo(args, env, settings, log_dir)
     results: list[RoundResult] = []
     try:
-        for n, point in enumerate(points, start=1):
-            result = demo.run_round(n, len(points), point)
-            results.append(result)
-            print(result.line(len(points)), flush=True)
+        with processes.signals_interrupt():
+            for n, point in enumerate(points, start=1):
+                result = demo.run_round(n, len(points), point)
+                results.append(result)
+                print(result.line(len(points)), flush=True)
     except KeyboardInterrupt:
         say(f"interrupted after {len(results)} round(s); processes stopped")
         return 130
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         demo.close()
     text, ok = summarize(results, args.max_median_recovery)
     print(text, flush=True)

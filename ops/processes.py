@@ -1,9 +1,10 @@
 """Real kodo processes as subprocesses: start them, wait until they serve, kill -9 them, stop them.
 
-Used by the crash demo (`python -m ops.crashdemo`) and by the chaos tests. Every process starts in
-its own session (so its own process group): `kill9` takes down the whole group at once, e.g. a
-Celery worker's main process and all its pool children, or a gunicorn master and its workers,
-the way a power cut or the OOM killer would.
+Used by the crash demo (`python -m ops.crashdemo`), the intent chaos proof (`python -m
+ops.intentchaos`) and by the chaos and e2e tests. Every process starts in its own session (so its own
+process group): `kill9` takes down the whole group at once, e.g. a Celery worker's main process and
+all its pool children, or a gunicorn master and its workers, the way a power cut or the OOM killer
+would.
 
 The API, worker and reconciler are started with the command lines of the `Procfile` (run through
 `sh -c`, as honcho does), so what the crash demo proves is what `mise run start` deploys.
@@ -21,9 +22,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +38,48 @@ FAULT_VARS = ("KODO_FAULTS", "KODO_FAULT_FILE")
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def progress(tag: str) -> Callable[[str], None]:
+    """A progress printer: `[tag +  12.3s] message`, seconds counted from this call, flushed at once."""
+    t0 = time.monotonic()
+
+    def say(message: str) -> None:
+        print(f"[{tag} +{time.monotonic() - t0:6.1f}s] {message}", flush=True)
+
+    return say
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer from the environment (for argparse defaults); unset or blank gives `default`."""
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.02) -> None:
+    """Call `check` every `interval` s until it is true; TimeoutError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Inside the block SIGINT and SIGTERM raise KeyboardInterrupt, so both unwind through the
+    `finally` blocks that stop the processes a script started (SIGINT explicitly too: a shell starts
+    background jobs with SIGINT ignored). The previous handlers come back on exit."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def live_group_pids(pgid: int) -> list[int]:
@@ -128,6 +172,29 @@ class Proc:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name}: no {needle!r} after {timeout}s:\n{self.tail()}")
             time.sleep(0.05)
+
+
+def stop_all(
+    procs: Iterable[Proc | None], timeout: float = 5.0, warn: Callable[[str], None] | None = None
+) -> None:
+    """Stop each process in turn (SIGTERM, then SIGKILL after `timeout`); an error stopping one is
+    reported through `warn` and the others are still stopped. An interrupt in the middle (Ctrl-C, or
+    SIGTERM turned into KeyboardInterrupt) kill -9s every process not yet stopped before it
+    propagates, so no process outlives the script that started it."""
+    pending = [p for p in procs if p is not None]
+    while pending:
+        proc = pending[0]
+        try:
+            proc.stop(timeout)
+        except Exception as exc:  # cleanup must go on for the others
+            if warn is not None:
+                warn(f"warning: stopping {proc.name}: {exc!r}")
+        except BaseException:
+            for left in pending:
+                with contextlib.suppress(Exception):
+                    left.kill9()
+            raise
+        pending.pop(0)
 
 
 def child_env(base: Mapping[str, str], overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
@@ -236,9 +303,21 @@ def celery_worker_argv(queues: str, concurrency: int, nodename: str, *, fast_sta
 # ---- readiness -----------------------------------------------------------------------------------
 
 
-def http_json(method: str, url: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """One HTTP request; returns (status, decoded JSON body or None)."""
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+def http_json(method: str, url: str, timeout: float = 5.0, json_body: Any = None) -> tuple[int, Any]:
+    """One HTTP request; returns (status, decoded JSON body or None).
+
+    `json_body`, when given, is sent as JSON (`content-type: application/json`, as the runbooks' curl
+    calls send it); a POST without one sends an empty body.
+    """
+    if json_body is not None:
+        req = urllib.request.Request(
+            url,
+            method=method,
+            data=json.dumps(json_body).encode(),
+            headers={"content-type": "application/json"},
+        )
+    else:
+        req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, body = resp.status, resp.read()

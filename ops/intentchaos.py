@@ -1,0 +1,579 @@
+"""`python -m ops.intentchaos`: kill -9 the sandbox worker while ExecuteST runs; nothing is done twice.
+
+The port of `scripts/wf-intent-chaos.sh` (task `wf:intent:chaos`; `wf:intent:chaos:soak` runs it
+for 10 rounds with `--kill random`). Each round, against the database of the environment
+(APP_DB_NAME, default app_local; migrated first):
+
+1. starts the reconciler + admin server, the API (the shim: it enqueues and reads, never executes),
+   an intent worker (`-Q intentQ,controlQ`) and an sbx worker (`-Q sbxQ`) with
+   CHAOS_SLEEP_EXECUTE=5000 (each sandbox task sleeps 5 s before it runs), each with its `Procfile`
+   command line, in its own process group, with OC_MODE=replay SBX_MODE=mock and an application
+   version of the round's own (so no leftover of an earlier run is picked up);
+2. POST /intents (goal "chaos sleep 5", `constraints.testHooks.tests`: `--tasks` tests, one sandbox
+   task each; 5 as the original's 5 sandbox runs), POST /intents/:id/run (intentQ, sandbox-default,
+   queuePartitionKey "chaos-partition", workload {2,3,2}) and, right after, POST
+   /runs/:id/approve-plan;
+3. waits until the sandbox tasks execute: app.runs.last_step = DecideST, every sbxQ child of the run
+   in dbos.workflow_status, at least one of them PENDING and held by a process of the sbx worker
+   (then up to 1.5 s more, until as many as its pool runs are), and no app.sbx_runs row yet;
+4. kill -9s the whole process group of the sbx worker (`--kill sbx`, the default) or of both
+   workers (`--kill workers`); `--kill random` picks one per round (seeded by `--seed`);
+5. starts a second worker in place of each killed one (no chaos sleep) and polls GET /runs/:id
+   until `succeeded` (`--timeout`, 60 s; `failed`/`retries_exceeded` end the round at once);
+6. checks with SQL: CompileST, ApplyPatchST and DecideST each have exactly one app.run_steps row,
+   attempt 1 (they were not re-run); ExecuteST has one row; the run has one receipt and none with
+   seen_count > 1; app.sbx_runs has no duplicate (run_id, step_id, task_key, attempt) and exactly
+   one row per task, attempt 1, err_code NONE; no sandbox run was recorded before the kill (the
+   kill landed inside ExecuteST); the parent workflow and every child are SUCCESS;
+7. prints one line: round, kill, run id, recovery seconds, worker_back seconds, oracles, verdict.
+
+Recovery = the run's `succeeded` write (app.runs.updated_at) - the kill: how long the crash kept the
+run from finishing, restart of the worker included (`worker_back`: kill -> the second worker ready).
+With the 5 s sleep only in the killed worker, an undisturbed run would have finished ~5 s after the
+tasks started.
+
+Differences from the original script: it ran one worker for every queue, with OC_MODE=live against
+an OpenCode mock; kodo's split topology has two worker pools, and OC_MODE=replay is the built-in
+deterministic compiler, so no mock daemon is needed. `--kill workers` also takes down the intent
+worker: the parent, parked on its children (it holds no worker while it waits), must then be woken
+on the second intent worker.
+
+Exit status: 0 when every round converged and the median recovery is under 20 s
+(`--max-median-recovery`); 1 otherwise; 2 on bad usage; 130 when interrupted. Processes are always
+cleaned up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import urllib.error
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kodo.config import Settings
+from kodo.db import migrate
+from kodo.db.pool import Conn, connect
+from ops import processes
+from ops.processes import Proc, env_int
+
+KILLS = ("sbx", "workers")
+GOAL = "chaos sleep 5"
+PARTITION = "chaos-partition"
+RUN_BODY = {
+    "queueName": "intentQ",
+    "recipeName": "sandbox-default",
+    "queuePartitionKey": PARTITION,
+    "workload": {"concurrency": 2, "steps": 3, "sandboxMinutes": 2},
+}
+REUSED_STEPS = ("CompileST", "ApplyPatchST", "DecideST")
+CHAOS_SLEEP_MS = 5000
+KILL_POINT_TIMEOUT_S = 30.0
+SUCCEEDED_TIMEOUT_S = 60.0
+STATUS_TIMEOUT_S = 10.0
+MAX_MEDIAN_RECOVERY_S = 20.0
+READY_S = 60.0
+SBX_CONCURRENCY = 4  # the Procfile's default KODO_SBX_CONCURRENCY
+SETTLE_S = 1.5
+FAILED = ("failed", "retries_exceeded", "canceled")
+
+say = processes.progress("intentchaos")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ops.intentchaos",
+        description="Chaos proof of the intent run: approve a run at once, kill -9 the sbx worker (or "
+        "both workers) while its sandbox tasks sleep in ExecuteST, start a second worker, and check the "
+        "run succeeds with CompileST/ApplyPatchST/DecideST attempt 1, no receipt seen twice and one "
+        "sandbox run per task. Soak: --rounds 10 --kill random.",
+    )
+    p.add_argument("--rounds", type=int, default=1, help="number of kill/restart rounds (default 1)")
+    p.add_argument(
+        "--kill",
+        choices=(*KILLS, "random"),
+        default="sbx",
+        help="what to kill -9: sbx = the sbxQ worker running the sandbox tasks; workers = the sbxQ and "
+        "the intentQ,controlQ workers; random = one of them per round (default: sbx)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of --kill random (default: time)")
+    p.add_argument(
+        "--tasks",
+        type=int,
+        default=5,
+        help="sandbox tasks of the run (tests in constraints.testHooks; default 5, the original's count)",
+    )
+    p.add_argument(
+        "--chaos-sleep-ms",
+        type=int,
+        default=CHAOS_SLEEP_MS,
+        help="CHAOS_SLEEP_EXECUTE of the first sbx worker, in ms (default 5000)",
+    )
+    p.add_argument(
+        "--port", type=int, default=env_int("PORT", 3011), help="API port (default env PORT or 3011)"
+    )
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=env_int("ADMIN_PORT", 3012),
+        help="admin/reconciler port (default env ADMIN_PORT or 3012)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=SUCCEEDED_TIMEOUT_S,
+        help="seconds to wait for `succeeded` after the restart (default 60)",
+    )
+    p.add_argument(
+        "--max-median-recovery",
+        type=float,
+        default=MAX_MEDIAN_RECOVERY_S,
+        help="fail when the median recovery reaches this many seconds (default 20)",
+    )
+    p.add_argument("--log-dir", type=Path, default=None, help="where process logs go (default: a temp dir)")
+    return p
+
+
+def plan_kills(kind: str, rounds: int, seed: int) -> list[str]:
+    """What each round kills (`random` draws from sbx/workers with `seed`)."""
+    if kind != "random":
+        return [kind] * rounds
+    rng = random.Random(seed)
+    return [rng.choice(KILLS) for _ in range(rounds)]
+
+
+def executor_pid(executor_id: str | None) -> int | None:
+    """The pid in an executor id `<host>:<pid>:<nonce>`."""
+    if not executor_id:
+        return None
+    parts = executor_id.rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+@dataclass
+class RoundResult:
+    round: int
+    kill: str
+    run_id: str = "-"
+    recovery_s: float | None = None
+    restart_s: float | None = None
+    status: str = "?"
+    at_kill: str = "-"
+    checks: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def converged(self) -> bool:
+        return (
+            not self.error
+            and not self.failures
+            and self.status == "succeeded"
+            and bool(self.checks)
+            and self.recovery_s is not None
+        )
+
+    def line(self, total: int) -> str:
+        rec = "n/a" if self.recovery_s is None else f"{self.recovery_s:.2f}s"
+        if self.restart_s is not None:
+            rec += f" (worker_back={self.restart_s:.2f}s)"
+        checks = " ".join(f"{k}={v}" for k, v in self.checks.items()) or "-"
+        if self.converged:
+            verdict = "converged"
+        else:
+            verdict = "FAILED " + "; ".join([*self.failures, *([self.error] if self.error else [])])
+        return (
+            f"round {self.round}/{total} kill={self.kill} run={self.run_id} recovery={rec} "
+            f"status={self.status} at_kill=[{self.at_kill}] {checks} {verdict}".rstrip()
+        )
+
+
+class Stack:
+    """The processes of one round: reconciler + admin server, API (shim), intent and sbx workers."""
+
+    def __init__(self, env: dict[str, str], port: int, admin_port: int, log_dir: Path, tag: str) -> None:
+        self.env = env
+        self.port = port
+        self.admin_port = admin_port
+        self.log_dir = log_dir
+        self.tag = tag
+        self.procs: dict[str, Proc] = {}
+        self.starts: dict[str, int] = {}
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _log(self, name: str) -> Path:
+        self.starts[name] = self.starts.get(name, 0) + 1
+        return self.log_dir / f"{self.tag}-{name}-{self.starts[name]}.log"
+
+    def _spawn(self, name: str, chaos_sleep_ms: int = 0) -> Proc:
+        if name == "reconciler":
+            return processes.start_reconciler(self.admin_port, self.env, self._log(name))
+        if name == "api":
+            return processes.start_api(self.port, self.env, self._log(name))
+        if name == "intent":
+            return processes.start_intent_worker(self.env, self._log(name))
+        if name == "sbx":
+            env = {**self.env, "CHAOS_SLEEP_EXECUTE": str(chaos_sleep_ms)} if chaos_sleep_ms else self.env
+            return processes.start_sbx_worker(env, self._log(name))
+        raise ValueError(f"unknown process {name!r}")
+
+    def _wait_ready(self, name: str) -> None:
+        proc = self.procs[name]
+        if name == "api":
+            processes.wait_healthy(f"{self.api_url}/healthz", proc, READY_S)
+        elif name == "reconciler":
+            processes.wait_healthy(f"http://127.0.0.1:{self.admin_port}/healthz", proc, READY_S)
+        else:
+            proc.wait_log("ready.", READY_S)
+
+    def start(self, names: tuple[str, ...], chaos_sleep_ms: int = 0) -> int:
+        """Start the named processes at once, then wait until each serves; returns then (epoch ms)."""
+        for name in names:
+            self.procs[name] = self._spawn(name, chaos_sleep_ms if name == "sbx" else 0)
+        for name in names:
+            self._wait_ready(name)
+        return processes.now_ms()
+
+    def kill9(self, names: tuple[str, ...]) -> int:
+        """kill -9 the named processes' whole groups (the first named first); returns when none of
+        them runs, with the time of the first kill (epoch ms)."""
+        killed_at = [self.procs[name].kill9() for name in names]
+        for name in names:
+            if self.procs[name].live_pids():
+                raise RuntimeError(f"{name} still has live processes {self.procs[name].live_pids()}")
+        return killed_at[0]
+
+    def stop(self) -> None:
+        procs = [self.procs.get(name) for name in ("sbx", "intent", "api", "reconciler")]
+        self.procs.clear()
+        processes.stop_all(procs, 5.0, say)
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {proc.name} ({proc.log}) ---\n{proc.tail(15)}" for proc in self.procs.values())
+
+
+class Chaos:
+    def __init__(
+        self, args: argparse.Namespace, env: dict[str, str], settings: Settings, log_dir: Path, stamp: str
+    ) -> None:
+        self.args = args
+        self.env = env
+        self.settings = settings
+        self.log_dir = log_dir
+        self.stamp = stamp
+        self._db: Conn | None = None
+
+    # ---- SQL (the truth: app.* for the product, dbos.* for the engine) ---------------------------
+
+    def sql(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        if self._db is None or self._db.closed:
+            self._db = connect(self.settings.database_url)
+        return self._db.execute(query, params).fetchall()
+
+    def run_row(self, run_id: str) -> dict[str, Any]:
+        rows = self.sql(
+            "SELECT status, last_step, error, (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms "
+            "FROM app.runs WHERE id = %s",
+            (run_id,),
+        )
+        if not rows:
+            raise RuntimeError(f"run {run_id} has no app.runs row")
+        return rows[0]
+
+    def children(self, workflow_id: str) -> list[dict[str, Any]]:
+        return self.sql(
+            "SELECT workflow_uuid, status, executor_id, recovery_attempts FROM dbos.workflow_status "
+            "WHERE parent_workflow_id = %s AND queue_name = 'sbxQ' ORDER BY workflow_uuid",
+            (workflow_id,),
+        )
+
+    def count(self, query: str, params: tuple[Any, ...]) -> int:
+        return int(next(iter(self.sql(query, params)[0].values())))
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    # ---- HTTP (the runbook's new_intent / new_run / approve / wait_status) ------------------------
+
+    def _post(self, stack: Stack, path: str, body: Any, want: int) -> dict[str, Any]:
+        status, answer = processes.http_json("POST", f"{stack.api_url}{path}", 10.0, body)
+        if status != want or not isinstance(answer, dict):
+            raise RuntimeError(f"POST {path} answered {status} {answer}")
+        return answer
+
+    def _view_status(self, stack: Stack, run_id: str) -> str | None:
+        try:
+            status, body = processes.http_json("GET", f"{stack.api_url}/runs/{run_id}", 2.0)
+        except (OSError, urllib.error.URLError):
+            return None
+        return str(body.get("status")) if status == 200 and isinstance(body, dict) else None
+
+    # ---- one round ---------------------------------------------------------------------------
+
+    def _wait_executing(self, stack: Stack, run_id: str, workflow_id: str) -> str:
+        """Until the sandbox tasks run in the sbx worker (none recorded yet); describes that state.
+
+        First until one child is PENDING in a process of the sbx worker, then (at most SETTLE_S more,
+        well inside the chaos sleep) until as many as its pool can run are: the kill then lands with
+        every task it could take in flight.
+        """
+        sbx = stack.procs["sbx"]
+        target = min(self.args.tasks, int(self.env.get("KODO_SBX_CONCURRENCY") or SBX_CONCURRENCY))
+        state = ""
+
+        def held_by_sbx(at_least: int) -> bool:
+            nonlocal state
+            if not sbx.running():
+                raise RuntimeError(f"the sbx worker exited before the kill point:\n{sbx.tail()}")
+            run = self.run_row(run_id)
+            if run["status"] in FAILED:
+                raise RuntimeError(f"run {run_id} is {run['status']} before the kill: {run['error']}")
+            if run["last_step"] != "DecideST":
+                return False
+            kids = self.children(workflow_id)
+            if len(kids) < self.args.tasks:
+                return False
+            pids = set(sbx.live_pids())
+            held = [k for k in kids if k["status"] == "PENDING" and executor_pid(k["executor_id"]) in pids]
+            done = self.count("SELECT count(*) FROM app.sbx_runs WHERE run_id = %s", (run_id,))
+            if done:
+                raise RuntimeError(f"{done} sandbox run(s) recorded before the kill point (sleep too short?)")
+            statuses = [str(k["status"]) for k in kids]
+            state = (
+                f"last_step=DecideST children={len(kids)} "
+                + " ".join(f"{s}={statuses.count(s)}" for s in sorted(set(statuses)))
+                + f" held_by_sbx_worker={len(held)} sbx_runs=0"
+            )
+            return len(held) >= at_least
+
+        processes.wait_until(
+            "the sandbox tasks executing in the sbx worker", lambda: held_by_sbx(1), KILL_POINT_TIMEOUT_S
+        )
+        with contextlib.suppress(TimeoutError):  # kill with what runs by then
+            processes.wait_until(f"{target} tasks in flight", lambda: held_by_sbx(target), SETTLE_S)
+        return state
+
+    def _wait_succeeded(self, stack: Stack, run_id: str) -> str:
+        """Poll GET /runs/:id every 100 ms until succeeded (a failed status ends it at once)."""
+        deadline = time.monotonic() + self.args.timeout
+        status: str | None = None
+        while time.monotonic() < deadline:
+            status = self._view_status(stack, run_id)
+            if status == "succeeded" or status in FAILED:
+                return status
+            time.sleep(0.1)
+        return status or "?"
+
+    def _oracles(self, result: RoundResult, run_id: str, workflow_id: str, kill_ms: int) -> None:
+        """The SQL checks of the original script and of seed 000 L13/L17, for this run."""
+        checks, failures = result.checks, result.failures
+        steps = self.sql(
+            "SELECT step_id, attempt, output->>'attempt' AS out_attempt FROM app.run_steps "
+            "WHERE run_id = %s ORDER BY started_at, step_id",
+            (run_id,),
+        )
+        for step in (*REUSED_STEPS, "ExecuteST"):
+            rows = [s for s in steps if s["step_id"] == step]
+            checks[step] = ",".join(f"a{r['attempt']}" for r in rows) or "none"
+            if step in REUSED_STEPS and [(r["attempt"], r["out_attempt"]) for r in rows] != [(1, "1")]:
+                failures.append(
+                    f"{step} rows {[(r['attempt'], r['out_attempt']) for r in rows]}, want one attempt 1"
+                )
+            if step == "ExecuteST" and len(rows) != 1:
+                failures.append(f"ExecuteST rows {len(rows)}, want 1")
+
+        receipts = self.sql("SELECT seen_count FROM app.mock_receipts WHERE run_id = %s", (run_id,))
+        dup_receipts = sum(1 for r in receipts if int(r["seen_count"]) > 1)
+        checks["receipts"] = str(len(receipts))
+        checks["dup_receipts"] = str(dup_receipts)
+        if dup_receipts:
+            failures.append(f"{dup_receipts} receipt(s) with seen_count>1")
+        if len(receipts) != 1:
+            failures.append(f"{len(receipts)} receipts, want 1")
+
+        sbx = self.sql(
+            "SELECT task_key, attempt, err_code, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms "
+            "FROM app.sbx_runs WHERE run_id = %s",
+            (run_id,),
+        )
+        dup_sbx = self.count(
+            "SELECT count(*) FROM (SELECT 1 FROM app.sbx_runs WHERE run_id = %s "
+            "GROUP BY run_id, step_id, task_key, attempt HAVING count(*) > 1) d",
+            (run_id,),
+        )
+        checks["sbx_runs"] = str(len(sbx))
+        checks["dup_sbx"] = str(dup_sbx)
+        if dup_sbx:
+            failures.append(f"{dup_sbx} duplicate (run_id,step_id,task_key,attempt) in app.sbx_runs")
+        if len(sbx) != self.args.tasks or len({r["task_key"] for r in sbx}) != self.args.tasks:
+            failures.append(f"{len(sbx)} sbx_runs rows for {self.args.tasks} tasks")
+        bad = sorted({(r["attempt"], r["err_code"]) for r in sbx} - {(1, "NONE")})
+        if bad:
+            failures.append(f"sbx_runs attempts/err_codes {bad}, want only (1, NONE)")
+        early = sum(1 for r in sbx if int(r["created_ms"]) <= kill_ms)
+        if early:
+            failures.append(f"{early} sbx_runs row(s) recorded before the kill: it missed ExecuteST")
+
+        def engine_done() -> bool:
+            rows = self.sql(
+                "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %s OR parent_workflow_id = %s",
+                (workflow_id, workflow_id),
+            )
+            return all(r["status"] == "SUCCESS" for r in rows)
+
+        with contextlib.suppress(TimeoutError):  # reported below
+            processes.wait_until("the workflows SUCCESS", engine_done, STATUS_TIMEOUT_S, 0.05)
+        kids = self.children(workflow_id)
+        checks["children_recovered"] = str(sum(1 for k in kids if int(k["recovery_attempts"]) > 0))
+        wf_status = self.sql(
+            "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %s", (workflow_id,)
+        )
+        checks["workflow"] = str(wf_status[0]["status"]) if wf_status else "MISSING"
+        if checks["workflow"] != "SUCCESS" or any(k["status"] != "SUCCESS" for k in kids):
+            failures.append(
+                f"engine status {checks['workflow']}, children {sorted({str(k['status']) for k in kids})}"
+            )
+
+    def run_round(self, n: int, total: int, kill: str) -> RoundResult:
+        result = RoundResult(n, kill)
+        env = {**self.env, "KODO_APP_VERSION": f"{self.stamp}-r{n:02d}"}
+        stack = Stack(env, self.args.port, self.args.admin_port, self.log_dir, f"round{n:02d}")
+        killed = ("sbx",) if kill == "sbx" else ("sbx", "intent")
+        try:
+            say(
+                f"round {n}/{total}: kill {'+'.join(killed)}; starting reconciler, API (shim) "
+                f":{self.args.port}, intent worker, sbx worker (CHAOS_SLEEP_EXECUTE={self.args.chaos_sleep_ms})"
+            )
+            stack.start(("reconciler", "api", "intent", "sbx"), self.args.chaos_sleep_ms)
+            tests = [f"chaos{i}.test.ts" for i in range(self.args.tasks)]
+            intent = {"goal": GOAL, "inputs": {}, "constraints": {"testHooks": {"tests": tests}}}
+            intent_id = str(self._post(stack, "/intents", intent, 201)["intentId"])
+            started = self._post(stack, f"/intents/{intent_id}/run", RUN_BODY, 202)
+            run_id, workflow_id = str(started["runId"]), str(started.get("workflowId") or intent_id)
+            result.run_id = run_id
+            self._post(stack, f"/runs/{run_id}/approve-plan", {"approvedBy": "intentchaos"}, 202)
+            say(f"  intent {intent_id}, run {run_id} started and approved; waiting for the sandbox tasks")
+            result.at_kill = self._wait_executing(stack, run_id, workflow_id)
+            kill_ms = stack.kill9(killed)
+            say(f"  kill -9 {'+'.join(killed)} worker(s) (process groups gone) at {result.at_kill}")
+            result.restart_s = (stack.start(killed) - kill_ms) / 1000
+            say(f"  second {'+'.join(killed)} worker(s) ready (no chaos sleep); polling GET /runs/{run_id}")
+            result.status = self._wait_succeeded(stack, run_id)
+            run = self.run_row(run_id)
+            if result.status == "succeeded" and run["status"] == "succeeded":
+                result.recovery_s = (int(run["updated_ms"]) - kill_ms) / 1000
+            elif result.status in FAILED:
+                result.error = f"run {result.status}: {run['error']}"
+            else:
+                result.error = f"no succeeded after {self.args.timeout:.0f}s (status {result.status})"
+            self._oracles(result, run_id, workflow_id, kill_ms)
+            if result.failures:
+                say(f"  oracle failures:\n{stack.tails()}")
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            say(f"  error: {exc}\n{stack.tails()}")
+        finally:
+            stack.stop()
+        return result
+
+
+def summarize(results: list[RoundResult], max_median_s: float = MAX_MEDIAN_RECOVERY_S) -> tuple[str, bool]:
+    converged = [r for r in results if r.converged]
+    recoveries = [r.recovery_s for r in results if r.recovery_s is not None]
+    median = statistics.median(recoveries) if recoveries else None
+    worst = max(recoveries) if recoveries else None
+    restarts = [r.restart_s for r in results if r.restart_s is not None]
+    kills = {k: sum(1 for r in results if r.kill == k) for k in dict.fromkeys(r.kill for r in results)}
+    dup_receipts = sum(int(r.checks.get("dup_receipts", "0")) for r in results)
+    dup_sbx = sum(int(r.checks.get("dup_sbx", "0")) for r in results)
+    ok = len(converged) == len(results) and median is not None and median < max_median_s
+    text = (
+        f"summary: rounds={len(results)} converged={len(converged)}/{len(results)} "
+        f"recovery_median={'n/a' if median is None else f'{median:.2f}s'} "
+        f"recovery_max={'n/a' if worst is None else f'{worst:.2f}s'} "
+        f"worker_back_median={f'{statistics.median(restarts):.2f}s' if restarts else 'n/a'} "
+        f"dup_receipts={dup_receipts} dup_sbx={dup_sbx} "
+        f"kills={','.join(f'{k}:{v}' for k, v in kills.items())} "
+        f"-> {'PASS' if ok else f'FAIL (needs every round converged and median recovery < {max_median_s:g}s)'}"
+    )
+    return text, ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.rounds < 1:
+        print("--rounds must be >= 1", file=sys.stderr)
+        return 2
+    if args.tasks < 1:
+        print("--tasks must be >= 1", file=sys.stderr)
+        return 2
+    if args.chaos_sleep_ms < 3000:
+        print("--chaos-sleep-ms must be >= 3000 (the kill has to land inside the sleep)", file=sys.stderr)
+        return 2
+    if args.port == args.admin_port:
+        print("--port and --admin-port must differ", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
+    stamp = f"intentchaos-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ)
+    for var in (*processes.FAULT_VARS, "CHAOS_SLEEP_EXECUTE", "DBOS__APPVERSION"):
+        env.pop(var, None)
+    env.update(
+        {
+            "OC_MODE": "replay",  # the built-in planner/decider (no OpenCode daemon needed)
+            "SBX_MODE": "mock",  # the mock sandbox provider
+            "PORT": str(args.port),
+            "ADMIN_PORT": str(args.admin_port),
+        }
+    )
+    settings = Settings.from_env(env)
+    for port in (args.port, args.admin_port):
+        if not processes.port_free(port):
+            print(f"port {port} is in use; pick another with --port/--admin-port", file=sys.stderr)
+            return 2
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="kodo-intentchaos-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    kills = plan_kills(args.kill, args.rounds, seed)
+    say(
+        f"database {settings.database_url.rsplit('/', 1)[-1]}, broker {settings.broker_url}, "
+        f"app version {stamp}-rNN, CHAOS_SLEEP_EXECUTE={args.chaos_sleep_ms}, tasks={args.tasks}, "
+        f"rounds={args.rounds}, kill {args.kill}"
+        + (f" (seed {seed})" if args.kill == "random" else "")
+        + f", logs in {log_dir}"
+    )
+    migrate.upgrade(settings.database_url)
+    say("migrations applied")
+
+    # Ctrl-C and SIGTERM both unwind through the finally blocks that stop every process we started.
+    chaos = Chaos(args, env, settings, log_dir, stamp)
+    results: list[RoundResult] = []
+    try:
+        with processes.signals_interrupt():
+            for n, kill in enumerate(kills, start=1):
+                result = chaos.run_round(n, len(kills), kill)
+                results.append(result)
+                print(result.line(len(kills)), flush=True)
+    except KeyboardInterrupt:
+        say(f"interrupted after {len(results)} round(s); processes stopped")
+        return 130
+    finally:
+        chaos.close()
+    text, ok = summarize(results, args.max_median_recovery)
+    print(text, flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
