@@ -34,9 +34,7 @@ import contextlib
 import json
 import os
 import random
-import statistics
 import sys
-import tempfile
 import time
 import urllib.error
 import uuid
@@ -45,10 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from kodo.config import Settings
-from kodo.db import migrate
-from kodo.db.pool import Conn, connect
-from ops import processes
-from ops.processes import Proc, env_int
+from ops import processes, soak
+from ops.processes import env_int
+from ops.soak import SqlReader, Stack
 
 KILL_POINTS = ("sleep", "step", "committed")
 TIMED = "timed"
@@ -83,38 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kill-after", type=float, default=1.0, help="seconds after the POST for timed (default 1)"
     )
-    p.add_argument("--seed", type=int, default=None, help="seed of the random kill points (default: time)")
-    p.add_argument(
-        "--port", type=int, default=env_int("PORT", 3004), help="API port (default env PORT or 3004)"
-    )
-    p.add_argument(
-        "--admin-port",
-        type=int,
-        default=env_int("ADMIN_PORT", 3006),
-        help="admin/reconciler port (default env ADMIN_PORT or 3006)",
-    )
     p.add_argument(
         "--sleep-ms",
         type=int,
         default=env_int("WF_SLEEP_MS", 5000),
         help="the demo's durable sleep in ms (default env WF_SLEEP_MS or 5000)",
     )
-    p.add_argument(
-        "--max-median-recovery",
-        type=float,
-        default=MAX_MEDIAN_RECOVERY_S,
-        help="fail when the median recovery reaches this many seconds (default 5)",
-    )
-    p.add_argument("--log-dir", type=Path, default=None, help="where process logs go (default: a temp dir)")
+    soak.add_common_args(p, port=3004, admin_port=3006, max_median_s=MAX_MEDIAN_RECOVERY_S)
     return p
 
 
 def plan_kill_points(kind: str, rounds: int, seed: int) -> list[str]:
     """The kill point of each round (`random` draws from sleep/step/committed with `seed`)."""
-    if kind != "random":
-        return [kind] * rounds
-    rng = random.Random(seed)
-    return [rng.choice(KILL_POINTS) for _ in range(rounds)]
+    return soak.plan_rounds(kind, KILL_POINTS, rounds, seed)
 
 
 def recovery_ms(ops: list[dict[str, Any]], kill_ms: int) -> tuple[int, int] | None:
@@ -170,93 +148,16 @@ class RoundResult:
         )
 
 
-class Stack:
-    """The processes of one round: reconciler + admin server, API, intent worker."""
-
-    def __init__(self, env: dict[str, str], port: int, admin_port: int, log_dir: Path, tag: str) -> None:
-        self.env = env
-        self.port = port
-        self.admin_port = admin_port
-        self.log_dir = log_dir
-        self.tag = tag
-        self.reconciler: Proc | None = None
-        self.api: Proc | None = None
-        self.worker: Proc | None = None
-        self.generation = 0
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _log(self, name: str) -> Path:
-        return self.log_dir / f"{self.tag}-{name}-{self.generation}.log"
-
-    def start(self, faults: str | None = None, fault_file: Path | None = None) -> None:
-        """Start all three at once and wait until each serves (health answers, worker "ready.")."""
-        self.generation += 1
-        self.reconciler = processes.start_reconciler(self.admin_port, self.env, self._log("reconciler"))
-        self.api = processes.start_api(self.port, self.env, self._log("api"))
-        self.worker = processes.start_intent_worker(
-            self.env, self._log("worker"), faults=faults, fault_file=fault_file
-        )
-        processes.wait_healthy(f"{self.api_url}/healthz", self.api)
-        processes.wait_healthy(f"http://127.0.0.1:{self.admin_port}/healthz", self.reconciler)
-        self.worker.wait_log("ready.", 60.0)
-
-    def restart(self) -> int:
-        """Restart the killed worker and API (no fault armed).
-
-        The worker goes first: it is what resumes the workflow, and on a small machine a gunicorn
-        booting beside it would slow its start. The API follows once the worker is ready.
-        Returns when the worker was ready (epoch ms).
-        """
-        self.generation += 1
-        self.worker = processes.start_intent_worker(self.env, self._log("worker"))
-        self.worker.wait_log("ready.", 60.0)
-        ready_ms = processes.now_ms()
-        self.api = processes.start_api(self.port, self.env, self._log("api"))
-        processes.wait_healthy(f"{self.api_url}/healthz", self.api)
-        return ready_ms
-
-    def kill_worker_and_api(self) -> int:
-        """kill -9 the worker's and the API's process groups; returns the kill time (epoch ms)."""
-        assert self.worker is not None and self.api is not None
-        killed_at = self.worker.kill9()
-        self.api.kill9()
-        for proc in (self.worker, self.api):
-            if proc.live_pids():
-                raise RuntimeError(f"{proc.name} still has live processes {proc.live_pids()}")
-        return killed_at
-
-    def stop(self) -> None:
-        procs = (self.worker, self.api, self.reconciler)
-        self.worker = self.api = self.reconciler = None
-        processes.stop_all(procs, 5.0, say)
-
-    def tails(self) -> str:
-        out = []
-        for proc in (self.worker, self.api, self.reconciler):
-            if proc is not None:
-                out.append(f"--- {proc.name} ({proc.log}) ---\n{proc.tail(15)}")
-        return "\n".join(out)
-
-
-class Demo:
+class Demo(SqlReader):
     def __init__(
         self, args: argparse.Namespace, env: dict[str, str], settings: Settings, log_dir: Path
     ) -> None:
+        super().__init__(settings)
         self.args = args
         self.env = env
-        self.settings = settings
         self.log_dir = log_dir
-        self._db: Conn | None = None
 
     # ---- database reads (the truth is dbos.workflow_status) -------------------------------------
-
-    def sql(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        if self._db is None or self._db.closed:
-            self._db = connect(self.settings.database_url)
-        return self._db.execute(query, params).fetchall()
 
     def workflow(self, wid: str) -> dict[str, Any] | None:
         rows = self.sql(
@@ -273,10 +174,6 @@ class Demo:
             (wid,),
         )
 
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-
     # ---- one round ---------------------------------------------------------------------------
 
     def _wait_kill_point(self, point: str, wid: str, posted: float, fault_file: Path, stack: Stack) -> None:
@@ -292,9 +189,9 @@ class Demo:
         else:
 
             def reached() -> bool:
-                assert stack.worker is not None
-                if not stack.worker.running():
-                    raise RuntimeError(f"worker exited before the fault point:\n{stack.worker.tail()}")
+                worker = stack.procs["intent"]
+                if not worker.running():
+                    raise RuntimeError(f"worker exited before the fault point:\n{worker.tail()}")
                 return fault_file.exists() and bool(fault_file.read_text().strip())
 
             processes.wait_until(f"fault point {FAULTS[point]}", reached, KILL_POINT_TIMEOUT_S)
@@ -323,13 +220,13 @@ class Demo:
         wid = f"wf_crashdemo_{time.time_ns()}_{random.randint(0, 32767)}"
         result = RoundResult(n, point, wid)
         fault_file = self.log_dir / f"{wid}.fault"
-        stack = Stack(self.env, self.args.port, self.args.admin_port, self.log_dir, f"round{n:02d}")
+        stack = Stack(self.env, self.args.port, self.args.admin_port, self.log_dir, f"round{n:02d}", say)
         try:
             say(
                 f"round {n}/{total}: kill point {point}; starting reconciler, API :{self.args.port}, worker"
                 + (f" (armed {FAULTS[point]})" if point in FAULTS else "")
             )
-            stack.start(FAULTS.get(point), fault_file)
+            stack.start(("reconciler", "api", "intent"), faults=FAULTS.get(point), fault_file=fault_file)
             status, body = processes.http_json("POST", f"{stack.api_url}/crashdemo?wf={wid}")
             posted = time.monotonic()
             if status != 202:
@@ -337,12 +234,15 @@ class Demo:
             say(f"  POST /crashdemo?wf={wid} -> 202")
             self._wait_kill_point(point, wid, posted, fault_file, stack)
             before = self.ops(wid)
-            kill_ms = stack.kill_worker_and_api()
+            kill_ms = stack.kill9(("intent", "api"))
             say(
                 f"  kill -9 worker and API (process groups gone); recorded before the kill: "
                 f"{','.join(o['function_name'] for o in before) or 'nothing'}"
             )
-            result.restart_s = (stack.restart() - kill_ms) / 1000
+            # The worker first: it resumes the workflow, and a gunicorn booting beside it on a small
+            # machine would slow its start. The API follows once the worker is ready.
+            result.restart_s = (stack.start(("intent",)) - kill_ms) / 1000
+            stack.start(("api",))
             say("  worker and API restarted (no fault armed), healthy; polling /marks")
             result.marks = self._wait_marks(stack, wid)
 
@@ -375,27 +275,6 @@ class Demo:
         return result
 
 
-def summarize(results: list[RoundResult], max_median_s: float = MAX_MEDIAN_RECOVERY_S) -> tuple[str, bool]:
-    converged = [r for r in results if r.converged]
-    recoveries = [r.recovery_s for r in results if r.recovery_s is not None]
-    median = statistics.median(recoveries) if recoveries else None
-    worst = max(recoveries) if recoveries else None
-    points = {
-        p: sum(1 for r in results if r.kill_point == p) for p in dict.fromkeys(r.kill_point for r in results)
-    }
-    restarts = [r.restart_s for r in results if r.restart_s is not None]
-    ok = len(converged) == len(results) and median is not None and median < max_median_s
-    text = (
-        f"summary: rounds={len(results)} converged={len(converged)}/{len(results)} "
-        f"recovery_median={'n/a' if median is None else f'{median:.2f}s'} "
-        f"recovery_max={'n/a' if worst is None else f'{worst:.2f}s'} "
-        f"worker_back_median={f'{statistics.median(restarts):.2f}s' if restarts else 'n/a'} "
-        f"kill_points={','.join(f'{k}:{v}' for k, v in points.items())} "
-        f"-> {'PASS' if ok else f'FAIL (needs every round converged and median recovery < {max_median_s:g}s)'}"
-    )
-    return text, ok
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.rounds < 1:
@@ -415,38 +294,25 @@ def main(argv: list[str] | None = None) -> int:
     for var in processes.FAULT_VARS:
         env.pop(var, None)
     settings = Settings.from_env(env)
-    for port in (args.port, args.admin_port):
-        if not processes.port_free(port):
-            print(f"port {port} is in use; pick another with --port/--admin-port", file=sys.stderr)
-            return 2
-    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="kodo-crashdemo-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = soak.prepare(args, settings, "crashdemo")
+    if log_dir is None:
+        return 2
     points = plan_kill_points(args.kill_point, args.rounds, seed)
     say(
         f"database {settings.database_url.rsplit('/', 1)[-1]}, broker {settings.broker_url}, "
         f"app version {version}, WF_SLEEP_MS={args.sleep_ms}, rounds={args.rounds}, "
         f"kill point {args.kill_point}"
         + (f" (seed {seed})" if args.kill_point == "random" else "")
-        + f", logs in {log_dir}"
+        + f", logs in {log_dir}; migrations applied"
     )
-    migrate.upgrade(settings.database_url)
-    say("migrations applied")
-
-    # Ctrl-C and SIGTERM both unwind through the finally blocks that stop every process we started.
     demo = Demo(args, env, settings, log_dir)
-    results: list[RoundResult] = []
     try:
-        with processes.signals_interrupt():
-            for n, point in enumerate(points, start=1):
-                result = demo.run_round(n, len(points), point)
-                results.append(result)
-                print(result.line(len(points)), flush=True)
-    except KeyboardInterrupt:
-        say(f"interrupted after {len(results)} round(s); processes stopped")
-        return 130
+        results = soak.run_rounds(points, demo.run_round, say)
     finally:
         demo.close()
-    text, ok = summarize(results, args.max_median_recovery)
+    if results is None:
+        return 130
+    text, ok = soak.summarize(results, points, "kill_points", args.max_median_recovery)
     print(text, flush=True)
     return 0 if ok else 1
 

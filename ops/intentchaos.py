@@ -48,10 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import random
-import statistics
 import sys
-import tempfile
 import time
 import urllib.error
 import uuid
@@ -60,10 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from kodo.config import Settings
-from kodo.db import migrate
-from kodo.db.pool import Conn, connect
-from ops import processes
-from ops.processes import Proc, env_int
+from ops import processes, soak
+from ops.soak import SqlReader, Stack
 
 KILLS = ("sbx", "workers")
 GOAL = "chaos sleep 5"
@@ -80,7 +75,6 @@ KILL_POINT_TIMEOUT_S = 30.0
 SUCCEEDED_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 10.0
 MAX_MEDIAN_RECOVERY_S = 20.0
-READY_S = 60.0
 SBX_CONCURRENCY = 4  # the Procfile's default KODO_SBX_CONCURRENCY
 SETTLE_S = 1.5
 FAILED = ("failed", "retries_exceeded", "canceled")
@@ -104,7 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to kill -9: sbx = the sbxQ worker running the sandbox tasks; workers = the sbxQ and "
         "the intentQ,controlQ workers; random = one of them per round (default: sbx)",
     )
-    p.add_argument("--seed", type=int, default=None, help="seed of --kill random (default: time)")
     p.add_argument(
         "--tasks",
         type=int,
@@ -118,36 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="CHAOS_SLEEP_EXECUTE of the first sbx worker, in ms (default 5000)",
     )
     p.add_argument(
-        "--port", type=int, default=env_int("PORT", 3011), help="API port (default env PORT or 3011)"
-    )
-    p.add_argument(
-        "--admin-port",
-        type=int,
-        default=env_int("ADMIN_PORT", 3012),
-        help="admin/reconciler port (default env ADMIN_PORT or 3012)",
-    )
-    p.add_argument(
         "--timeout",
         type=float,
         default=SUCCEEDED_TIMEOUT_S,
         help="seconds to wait for `succeeded` after the restart (default 60)",
     )
-    p.add_argument(
-        "--max-median-recovery",
-        type=float,
-        default=MAX_MEDIAN_RECOVERY_S,
-        help="fail when the median recovery reaches this many seconds (default 20)",
-    )
-    p.add_argument("--log-dir", type=Path, default=None, help="where process logs go (default: a temp dir)")
+    soak.add_common_args(p, port=3011, admin_port=3012, max_median_s=MAX_MEDIAN_RECOVERY_S)
     return p
 
 
 def plan_kills(kind: str, rounds: int, seed: int) -> list[str]:
     """What each round kills (`random` draws from sbx/workers with `seed`)."""
-    if kind != "random":
-        return [kind] * rounds
-    rng = random.Random(seed)
-    return [rng.choice(KILLS) for _ in range(rounds)]
+    return soak.plan_rounds(kind, KILLS, rounds, seed)
 
 
 def executor_pid(executor_id: str | None) -> int | None:
@@ -196,90 +171,17 @@ class RoundResult:
         )
 
 
-class Stack:
-    """The processes of one round: reconciler + admin server, API (shim), intent and sbx workers."""
-
-    def __init__(self, env: dict[str, str], port: int, admin_port: int, log_dir: Path, tag: str) -> None:
-        self.env = env
-        self.port = port
-        self.admin_port = admin_port
-        self.log_dir = log_dir
-        self.tag = tag
-        self.procs: dict[str, Proc] = {}
-        self.starts: dict[str, int] = {}
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _log(self, name: str) -> Path:
-        self.starts[name] = self.starts.get(name, 0) + 1
-        return self.log_dir / f"{self.tag}-{name}-{self.starts[name]}.log"
-
-    def _spawn(self, name: str, chaos_sleep_ms: int = 0) -> Proc:
-        if name == "reconciler":
-            return processes.start_reconciler(self.admin_port, self.env, self._log(name))
-        if name == "api":
-            return processes.start_api(self.port, self.env, self._log(name))
-        if name == "intent":
-            return processes.start_intent_worker(self.env, self._log(name))
-        if name == "sbx":
-            env = {**self.env, "CHAOS_SLEEP_EXECUTE": str(chaos_sleep_ms)} if chaos_sleep_ms else self.env
-            return processes.start_sbx_worker(env, self._log(name))
-        raise ValueError(f"unknown process {name!r}")
-
-    def _wait_ready(self, name: str) -> None:
-        proc = self.procs[name]
-        if name == "api":
-            processes.wait_healthy(f"{self.api_url}/healthz", proc, READY_S)
-        elif name == "reconciler":
-            processes.wait_healthy(f"http://127.0.0.1:{self.admin_port}/healthz", proc, READY_S)
-        else:
-            proc.wait_log("ready.", READY_S)
-
-    def start(self, names: tuple[str, ...], chaos_sleep_ms: int = 0) -> int:
-        """Start the named processes at once, then wait until each serves; returns then (epoch ms)."""
-        for name in names:
-            self.procs[name] = self._spawn(name, chaos_sleep_ms if name == "sbx" else 0)
-        for name in names:
-            self._wait_ready(name)
-        return processes.now_ms()
-
-    def kill9(self, names: tuple[str, ...]) -> int:
-        """kill -9 the named processes' whole groups (the first named first); returns when none of
-        them runs, with the time of the first kill (epoch ms)."""
-        killed_at = [self.procs[name].kill9() for name in names]
-        for name in names:
-            if self.procs[name].live_pids():
-                raise RuntimeError(f"{name} still has live processes {self.procs[name].live_pids()}")
-        return killed_at[0]
-
-    def stop(self) -> None:
-        procs = [self.procs.get(name) for name in ("sbx", "intent", "api", "reconciler")]
-        self.procs.clear()
-        processes.stop_all(procs, 5.0, say)
-
-    def tails(self) -> str:
-        return "\n".join(f"--- {proc.name} ({proc.log}) ---\n{proc.tail(15)}" for proc in self.procs.values())
-
-
-class Chaos:
+class Chaos(SqlReader):
     def __init__(
         self, args: argparse.Namespace, env: dict[str, str], settings: Settings, log_dir: Path, stamp: str
     ) -> None:
+        super().__init__(settings)
         self.args = args
         self.env = env
-        self.settings = settings
         self.log_dir = log_dir
         self.stamp = stamp
-        self._db: Conn | None = None
 
     # ---- SQL (the truth: app.* for the product, dbos.* for the engine) ---------------------------
-
-    def sql(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        if self._db is None or self._db.closed:
-            self._db = connect(self.settings.database_url)
-        return self._db.execute(query, params).fetchall()
 
     def run_row(self, run_id: str) -> dict[str, Any]:
         rows = self.sql(
@@ -300,10 +202,6 @@ class Chaos:
 
     def count(self, query: str, params: tuple[Any, ...]) -> int:
         return int(next(iter(self.sql(query, params)[0].values())))
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
 
     # ---- HTTP (the runbook's new_intent / new_run / approve / wait_status) ------------------------
 
@@ -449,14 +347,15 @@ class Chaos:
     def run_round(self, n: int, total: int, kill: str) -> RoundResult:
         result = RoundResult(n, kill)
         env = {**self.env, "KODO_APP_VERSION": f"{self.stamp}-r{n:02d}"}
-        stack = Stack(env, self.args.port, self.args.admin_port, self.log_dir, f"round{n:02d}")
+        stack = Stack(env, self.args.port, self.args.admin_port, self.log_dir, f"round{n:02d}", say)
         killed = ("sbx",) if kill == "sbx" else ("sbx", "intent")
         try:
             say(
                 f"round {n}/{total}: kill {'+'.join(killed)}; starting reconciler, API (shim) "
                 f":{self.args.port}, intent worker, sbx worker (CHAOS_SLEEP_EXECUTE={self.args.chaos_sleep_ms})"
             )
-            stack.start(("reconciler", "api", "intent", "sbx"), self.args.chaos_sleep_ms)
+            chaos_env = {"sbx": {"CHAOS_SLEEP_EXECUTE": str(self.args.chaos_sleep_ms)}}
+            stack.start(("reconciler", "api", "intent", "sbx"), extra_env=chaos_env)
             tests = [f"chaos{i}.test.ts" for i in range(self.args.tasks)]
             intent = {"goal": GOAL, "inputs": {}, "constraints": {"testHooks": {"tests": tests}}}
             intent_id = str(self._post(stack, "/intents", intent, 201)["intentId"])
@@ -489,26 +388,11 @@ class Chaos:
         return result
 
 
-def summarize(results: list[RoundResult], max_median_s: float = MAX_MEDIAN_RECOVERY_S) -> tuple[str, bool]:
-    converged = [r for r in results if r.converged]
-    recoveries = [r.recovery_s for r in results if r.recovery_s is not None]
-    median = statistics.median(recoveries) if recoveries else None
-    worst = max(recoveries) if recoveries else None
-    restarts = [r.restart_s for r in results if r.restart_s is not None]
-    kills = {k: sum(1 for r in results if r.kill == k) for k in dict.fromkeys(r.kill for r in results)}
+def summarize(results: list[RoundResult], plan: list[str], max_median_s: float) -> tuple[str, bool]:
     dup_receipts = sum(int(r.checks.get("dup_receipts", "0")) for r in results)
     dup_sbx = sum(int(r.checks.get("dup_sbx", "0")) for r in results)
-    ok = len(converged) == len(results) and median is not None and median < max_median_s
-    text = (
-        f"summary: rounds={len(results)} converged={len(converged)}/{len(results)} "
-        f"recovery_median={'n/a' if median is None else f'{median:.2f}s'} "
-        f"recovery_max={'n/a' if worst is None else f'{worst:.2f}s'} "
-        f"worker_back_median={f'{statistics.median(restarts):.2f}s' if restarts else 'n/a'} "
-        f"dup_receipts={dup_receipts} dup_sbx={dup_sbx} "
-        f"kills={','.join(f'{k}:{v}' for k, v in kills.items())} "
-        f"-> {'PASS' if ok else f'FAIL (needs every round converged and median recovery < {max_median_s:g}s)'}"
-    )
-    return text, ok
+    extra = f"dup_receipts={dup_receipts} dup_sbx={dup_sbx}"
+    return soak.summarize(results, plan, "kills", max_median_s, extra)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -539,38 +423,26 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     settings = Settings.from_env(env)
-    for port in (args.port, args.admin_port):
-        if not processes.port_free(port):
-            print(f"port {port} is in use; pick another with --port/--admin-port", file=sys.stderr)
-            return 2
-    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="kodo-intentchaos-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = soak.prepare(args, settings, "intentchaos")
+    if log_dir is None:
+        return 2
     kills = plan_kills(args.kill, args.rounds, seed)
     say(
         f"database {settings.database_url.rsplit('/', 1)[-1]}, broker {settings.broker_url}, "
         f"app version {stamp}-rNN, CHAOS_SLEEP_EXECUTE={args.chaos_sleep_ms}, tasks={args.tasks}, "
         f"rounds={args.rounds}, kill {args.kill}"
         + (f" (seed {seed})" if args.kill == "random" else "")
-        + f", logs in {log_dir}"
+        + f", logs in {log_dir}; migrations applied"
     )
-    migrate.upgrade(settings.database_url)
-    say("migrations applied")
 
-    # Ctrl-C and SIGTERM both unwind through the finally blocks that stop every process we started.
     chaos = Chaos(args, env, settings, log_dir, stamp)
-    results: list[RoundResult] = []
     try:
-        with processes.signals_interrupt():
-            for n, kill in enumerate(kills, start=1):
-                result = chaos.run_round(n, len(kills), kill)
-                results.append(result)
-                print(result.line(len(kills)), flush=True)
-    except KeyboardInterrupt:
-        say(f"interrupted after {len(results)} round(s); processes stopped")
-        return 130
+        results = soak.run_rounds(kills, chaos.run_round, say)
     finally:
         chaos.close()
-    text, ok = summarize(results, args.max_median_recovery)
+    if results is None:
+        return 130
+    text, ok = summarize(results, kills, args.max_median_recovery)
     print(text, flush=True)
     return 0 if ok else 1
 
