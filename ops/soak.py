@@ -1,4 +1,5 @@
-"""The harness shared by the kill -9 proofs (`ops.crashdemo`, `ops.intentchaos`).
+"""The harness shared by the kill -9 proofs (`ops.crashdemo`, `ops.intentchaos`); the e2e tests'
+`LiveSystem` runs its processes through the same `Stack`.
 
 A proof runs rounds; each round starts a `Stack` of Procfile processes, kills some of them with
 kill -9, starts them again and checks SQL. What the proofs share lives here: the process stack, a

@@ -30,6 +30,7 @@ from psycopg.rows import dict_row
 from kodo.config import Settings
 from ops import processes
 from ops.processes import Proc
+from ops.soak import Stack
 
 # The Procfile's processes a monolith runs (Flower aside), in start order.
 MONOLITH = ("reconciler", "api", "intent", "sbx")
@@ -37,7 +38,6 @@ WORKERS = ("intent", "sbx")
 # The runbooks' wait_status: 180 polls x 0.25 s.
 WAIT_S = 45.0
 POLL_S = 0.1
-READY_S = 60.0
 
 Json = dict[str, Any]
 
@@ -88,47 +88,23 @@ class LiveSystem:
         settings = Settings.from_env(self.env)
         self.version = settings.app_version  # a test may set DBOS__APPVERSION instead
         self.database_url = settings.database_url
-        self.procs: dict[str, Proc] = {}
-        self.starts: dict[str, int] = {}
+        self.stack = Stack(self.env, self.port, self.admin_port, log_dir, "sys", warn=lambda _: None)
         self.http = requests.Session()
         self._conn: psycopg.Connection[Json] | None = None
         self._sql_lock = threading.Lock()
 
     # ---- processes -------------------------------------------------------------------------------
 
-    def _log(self, name: str) -> Path:
-        self.starts[name] = self.starts.get(name, 0) + 1
-        return self.log_dir / f"{name}-{self.starts[name]}.log"
+    @property
+    def procs(self) -> dict[str, Proc]:
+        return self.stack.procs
 
     def start(self, *names: str) -> LiveSystem:
         """Start the named processes (default: the monolith) and wait until each one serves."""
-        for name in names or MONOLITH:
-            current = self.procs.get(name)
-            if current is not None and current.running():
-                continue
-            if name == "api":
-                proc = processes.start_api(self.port, self.env, self._log(name))
-            elif name == "reconciler":
-                proc = processes.start_reconciler(self.admin_port, self.env, self._log(name))
-            elif name == "intent":
-                proc = processes.start_intent_worker(self.env, self._log(name))
-            elif name == "sbx":
-                proc = processes.start_sbx_worker(self.env, self._log(name))
-            else:
-                raise ValueError(f"unknown process {name!r}")
-            self.procs[name] = proc
-        for name in names or MONOLITH:
-            self._wait_ready(name)
+        todo = [n for n in names or MONOLITH if n not in self.procs or not self.procs[n].running()]
+        if todo:
+            self.stack.start(tuple(todo))
         return self
-
-    def _wait_ready(self, name: str) -> None:
-        proc = self.procs[name]
-        if name == "api":
-            processes.wait_healthy(f"{self.base}/healthz", proc, READY_S)
-        elif name == "reconciler":
-            processes.wait_healthy(f"{self.admin}/healthz", proc, READY_S)
-        else:
-            proc.wait_log("ready.", READY_S)
 
     def start_workers(self) -> LiveSystem:
         """The worker side of the split topology (`mise run start:worker`): both pools + reconciler."""

@@ -18,7 +18,7 @@ from kodo.errors import NotFoundError
 from kodo.runtime import Runtime
 from tests.conftest import effects_of
 from tests.support import workflows as t
-from tests.support.helpers import Sql, insert_unpublished
+from tests.support.helpers import Sql, insert_unpublished, poll
 
 FORCE_PENDING = """
 UPDATE dbos.workflow_status SET status = 'PENDING', executor_id = NULL, lease_until_epoch_ms = NULL,
@@ -31,21 +31,13 @@ WHERE destination_uuid = %s ORDER BY seq
 """
 
 
-def _poll(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(0.01)
-
-
 def test_two_sends_are_received_in_order_and_consumed_once(
     rt: Runtime, start_worker: Callable[..., Any], sql: Sql
 ) -> None:
     start_worker()
     wid = "rx-two"
     rt.client.start(t.receive_n, "greet", 2, 30, workflow_id=wid)
-    _poll(lambda: rt.client.get(wid)["wait_reason"] == "recv:greet", 15, "the receiver parked")
+    poll(lambda: rt.client.get(wid)["wait_reason"] == "recv:greet", 15, "the receiver parked")
     assert rt.client.get(wid)["executor_id"] is None
     assert rt.client.send(wid, "m1", topic="greet")
     assert rt.client.send(wid, {"n": 2}, topic="greet")
