@@ -14,6 +14,7 @@ from celery import Celery
 
 from kodo.config import Settings
 from kodo.db.pool import Database
+from kodo.db.store import PgStore, store_unavailable
 from kodo.dispatch import CeleryDispatcher, producer_app
 from kodo.workflow.client import Client
 from kodo.workflow.engine import Engine
@@ -34,6 +35,7 @@ def import_workflow_modules() -> None:
 class Runtime:
     settings: Settings
     db: Database
+    store: PgStore
     engine: Engine
     client: Client
 
@@ -42,8 +44,16 @@ class Runtime:
         settings = settings or Settings.from_env()
         import_workflow_modules()
         db = Database(settings.database_url, settings.db_pool_max)
-        engine = Engine(settings, db, CeleryDispatcher(celery_app or producer_app(settings)))
-        return cls(settings=settings, db=db, engine=engine, client=Client(engine))
+        store = PgStore(db)
+        engine = Engine(
+            settings,
+            store,
+            CeleryDispatcher(celery_app or producer_app(settings)),
+            store_unavailable=store_unavailable,
+        )
+        return cls(settings=settings, db=db, store=store, engine=engine, client=Client(engine))
 
     def reconciler(self) -> Reconciler:
-        return Reconciler(self.settings, self.db, self.engine.dispatcher, cancel=self.client.cancel)
+        return Reconciler.standard(
+            self.settings, self.store, self.engine.publisher, cancel=self.client.cancel
+        )

@@ -8,7 +8,6 @@ in this build and fails the task with a configuration error (never a silent fall
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -64,7 +63,10 @@ def build_tasks(
 class Provider(Protocol):
     name: str
 
-    def run(self, req: dict[str, Any], ctx: dict[str, Any], on_chunk: Chunk) -> dict[str, Any]: ...
+    def run(
+        self, req: dict[str, Any], ctx: dict[str, Any], on_chunk: Chunk, attempt: int = 1
+    ) -> dict[str, Any]:
+        """Run one sandbox attempt (`attempt` counts the step's attempts from 1)."""
 
 
 def _result(req: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -86,10 +88,10 @@ class MockProvider:
     """Outcomes keyed on the first word of `cmd` (contract-internals §6)."""
 
     name = "mock"
-    _lock = threading.Lock()
-    _flaky_calls: dict[str, int] = {}  # per process and task: FLAKY_INFRA_FAIL fails its first 2 calls
 
-    def run(self, req: dict[str, Any], ctx: dict[str, Any], on_chunk: Chunk) -> dict[str, Any]:
+    def run(
+        self, req: dict[str, Any], ctx: dict[str, Any], on_chunk: Chunk, attempt: int = 1
+    ) -> dict[str, Any]:
         cmd = str(req["cmd"])
         word = (cmd.split(maxsplit=1) or [""])[0]
         raw = {"mock": True, "provider": "mock", "ctx": ctx}
@@ -103,15 +105,13 @@ class MockProvider:
                 req, stderr="Command timed out", errCode="TIMEOUT", metrics=metrics,
                 sandboxRef="mock-runner-timeout", raw=raw,
             )  # fmt: skip
-        if word == "FLAKY_INFRA_FAIL":
-            with self._lock:
-                calls = self._flaky_calls.get(req["taskKey"], 0) + 1
-                self._flaky_calls[req["taskKey"]] = calls
-            if calls <= 2:
-                return _result(
-                    req, stderr="Injected flaky infra failure", errCode="BOOT_FAIL",
-                    sandboxRef="mock-runner-flaky-fail", raw=raw,
-                )  # fmt: skip
+        # FLAKY_INFRA_FAIL fails the step's first two attempts. Attempts are durable (a retry may run
+        # in another worker process), so the count is the step's, not a process's.
+        if word == "FLAKY_INFRA_FAIL" and attempt <= 2:
+            return _result(
+                req, stderr="Injected flaky infra failure", errCode="BOOT_FAIL",
+                sandboxRef="mock-runner-flaky-fail", raw=raw,
+            )  # fmt: skip
         stdout = f"OK: {cmd}\n"
         on_chunk("stdout", stdout)
         return _result(
@@ -129,7 +129,9 @@ class MicrosandboxProvider:
 
     name = "microsandbox"
 
-    def run(self, req: dict[str, Any], ctx: dict[str, Any], on_chunk: Chunk) -> dict[str, Any]:
+    def run(
+        self, req: dict[str, Any], ctx: dict[str, Any], on_chunk: Chunk, attempt: int = 1
+    ) -> dict[str, Any]:
         return _result(
             req,
             stderr="microsandbox provider is not implemented in v0; use e2b or mock",

@@ -20,10 +20,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from kodo import clock
 from kodo import workflow as wf
+from kodo.db.jsonb import Jsonb
 from kodo.db.pool import Conn
 from kodo.db.queries import Q
 from kodo.errors import NotFoundError
@@ -48,6 +47,7 @@ from kodo.intent import (
 )
 from kodo.intent.artifacts import Artifact
 from kodo.intent.canonical import canonical_json, sha256_hex
+from kodo.states import Transition
 from kodo.workflow import context
 
 # ---- run-row updates and status events -----------------------------------------------------------
@@ -313,7 +313,7 @@ def build_tasks(ctx: dict[str, Any], decision: dict[str, Any]) -> list[dict[str,
 def attempt_bases(ctx: dict[str, Any], tasks: list[dict[str, Any]]) -> list[int]:
     """Sandbox attempts already recorded per task (a repair numbers its attempts after them)."""
     bases = []
-    with context.database().conn() as c:
+    with context.connection() as c:
         for t in tasks:
             row = c.execute(
                 Q["max_sbx_attempt"], {"run_id": ctx["runId"], "task_key": t["taskKey"]}
@@ -349,7 +349,6 @@ def execute(ctx: dict[str, Any], decision: dict[str, Any], repair_no: int) -> di
 def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[str, Any]:
     """One sandbox attempt: run, persist its artifacts and sbx_runs row, raise on a retryable infra code."""
     settings = context.settings()
-    db = context.database()
     attempt = attempt_base + context.step_attempt()
     if settings.chaos_sleep_execute_ms:
         time.sleep(settings.chaos_sleep_execute_ms / 1000)
@@ -359,7 +358,7 @@ def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[s
     def stream(topic: str, message: dict[str, Any]) -> None:
         # Fenced by a deterministic id: a re-run attempt does not duplicate its chunks.
         try:
-            with db.conn() as c:
+            with context.connection() as c:
                 c.execute(
                     Q["insert_notification"],
                     {
@@ -380,10 +379,10 @@ def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[s
 
     provider = sandbox.provider_for(settings)
     try:
-        result = provider.run(task, {"runId": run_id, "stepId": "ExecuteST"}, on_chunk)
+        result = provider.run(task, {"runId": run_id, "stepId": "ExecuteST"}, on_chunk, context.step_attempt())
     finally:
         stream("stream_closed", {"seq": seq})
-    with db.tx() as c:
+    with context.connection(transaction=True) as c:
         index_ref = artifacts.sandbox_set(c, run_id, key, attempt, result, provider.name)
         response = {
             **result,
@@ -444,47 +443,42 @@ def _pipeline(ctx: dict[str, Any], checkpoints: dict[str, dict[str, Any]], redo:
         plan_gate(ctx)
     decision = reused("DecideST") if order > 2 else decide_step(ctx, patched, attempt_of("DecideST"))
     execute(ctx, decision, repair_no)
-    finish(ctx)
 
 
-@wf.transaction("IntentWorkflow.finish")
-def finish(c: Conn, ctx: dict[str, Any]) -> None:
-    _update(c, ctx, status="succeeded")
+# ---- the run row follows the engine's transitions -------------------------------------------------
 
 
-@wf.transaction("IntentWorkflow.fail")
-def fail(c: Conn, ctx: dict[str, Any], message: str) -> None:
-    _update(c, ctx, status="retries_exceeded", error=message, next_action=REPAIR)
+def _follow(
+    c: Conn, ctx: dict[str, Any], workflow_id: str, transition: Transition, detail: str | None
+) -> None:
+    """The one place the engine's terminal transitions become run statuses (and status events)."""
+    if transition is Transition.SUCCESS:
+        _update(c, ctx, status="succeeded")
+    elif transition is Transition.ERROR:
+        _update(c, ctx, status="retries_exceeded", error=detail, next_action=REPAIR)
+    elif transition is Transition.CANCELLED:
+        _update(
+            c, ctx, status="canceled", error=f"Workflow {workflow_id} has been cancelled", next_action=NONE
+        )
 
 
-def _mark_cancelled(c: Conn, ctx: dict[str, Any], workflow_id: str) -> None:
-    """`canceled` + NONE + the engine's message, and a `canceled` status event."""
-    _update(c, ctx, status="canceled", error=f"Workflow {workflow_id} has been cancelled", next_action=NONE)
-
-
-def _run_cancelled(c: Conn, workflow_id: str) -> None:
-    """on_cancel of the run: written with the engine's CANCELLED, whether or not a worker runs it."""
+def _run_transition(c: Conn, transition: Transition, detail: str | None, workflow_id: str) -> None:
+    """on_transition of the run, written in the engine's transaction, whether or not a worker runs it."""
     with contextlib.suppress(NotFoundError):  # no run row: nothing of the product to mark
-        _mark_cancelled(c, _load(c, workflow_id=workflow_id), workflow_id)
+        _follow(c, _load(c, workflow_id=workflow_id), workflow_id, transition, detail)
 
 
-def _repair_cancelled(c: Conn, run_id: str, repair_no: int) -> None:
+def _repair_transition(
+    c: Conn, transition: Transition, detail: str | None, run_id: str, repair_no: int
+) -> None:
     with contextlib.suppress(NotFoundError):
-        _mark_cancelled(c, _load(c, run_id=run_id), repair_workflow_id(run_id, repair_no))
+        _follow(c, _load(c, run_id=run_id), repair_workflow_id(run_id, repair_no), transition, detail)
 
 
-def _guarded(ctx: dict[str, Any], checkpoints: dict[str, dict[str, Any]], redo: str, repair_no: int) -> None:
-    try:
-        _pipeline(ctx, checkpoints, redo, repair_no)
-    except Exception as exc:  # a cancel is not an Exception: on_cancel has written it already
-        fail(ctx, str(exc))
-        raise
-
-
-@wf.workflow(RUN_WORKFLOW, queue=INTENT_QUEUE, max_recovery_attempts=3, on_cancel=_run_cancelled)
+@wf.workflow(RUN_WORKFLOW, queue=INTENT_QUEUE, max_recovery_attempts=3, on_transition=_run_transition)
 def run_intent(workflow_id: str) -> None:
     ctx = begin_run(workflow_id)
-    _guarded(ctx, {}, "CompileST", 0)
+    _pipeline(ctx, {}, "CompileST", 0)
 
 
 def from_step(recorded: set[str] | dict[str, Any]) -> str:
@@ -501,9 +495,9 @@ def begin_repair(c: Conn, run_id: str) -> dict[str, Any]:
     return ctx
 
 
-@wf.workflow(REPAIR_WORKFLOW, queue=CONTROL_QUEUE, max_recovery_attempts=3, on_cancel=_repair_cancelled)
+@wf.workflow(REPAIR_WORKFLOW, queue=CONTROL_QUEUE, max_recovery_attempts=3, on_transition=_repair_transition)
 def repair(run_id: str, repair_no: int) -> None:
     """`/retry`: re-execute from the first missing step (or ExecuteST) with new attempt numbers."""
     ctx = begin_repair(run_id)
     checkpoints: dict[str, dict[str, Any]] = ctx.pop("checkpoints")
-    _guarded(ctx, checkpoints, from_step(checkpoints), max(repair_no, 1))
+    _pipeline(ctx, checkpoints, from_step(checkpoints), max(repair_no, 1))

@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 from kodo.workflow.registry import RetryPolicy, WorkflowDef
 
 if TYPE_CHECKING:
     from kodo.config import Settings
-    from kodo.db.pool import Database
     from kodo.workflow.execution import Execution
 
 _current: ContextVar[Execution | None] = ContextVar("kodo_execution", default=None)
 DEFAULT_TOPIC = "__default__"
+
+
+def enter(ex: Execution) -> Token[Execution | None]:
+    """Make `ex` the current execution (the engine, while it runs a workflow body)."""
+    return _current.set(ex)
+
+
+def leave(token: Token[Execution | None]) -> None:
+    _current.reset(token)
 
 
 def current() -> Execution | None:
@@ -37,9 +46,12 @@ def current_workflow_id() -> str:
     return _require("current_workflow_id()").workflow_id
 
 
-def database() -> Database:
-    """The database of the engine running the current workflow (for product reads and raw writes)."""
-    return _require("database()").engine.db
+def connection(transaction: bool = False) -> AbstractContextManager[Any]:
+    """A product connection for reads and writes outside any checkpoint (a step's own effects).
+
+    Writes that must commit with the step's checkpoint belong in a `@transaction` step instead.
+    """
+    return _require("connection()").engine.store.product_connection(transaction)
 
 
 def settings() -> Settings:

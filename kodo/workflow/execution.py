@@ -1,106 +1,151 @@
 """One claimed run of one workflow: replay of recorded operations, fenced checkpoints, waits.
 
 Every operation a workflow body performs (step, transaction, sleep, recv, send, child start, child
-wait) takes the next `function_id`. If that id is recorded, the recorded result is returned (or its
-error raised) without running anything; a different name at a recorded id is a NonDeterminismError.
-Otherwise the operation runs and its result is written with `record_step`, which is fenced by the
-lease epoch: a zombie or duplicate runner writes nothing and is told so (Preempted).
+wait) runs through one template, `_operation`: it takes the next `function_id`, calls the hooks,
+and either replays what is recorded at that id (a different name there is a NonDeterminismError) or
+runs the primitive's body. Checkpoints are fenced by the lease epoch: a zombie or duplicate runner
+writes nothing and is told so (Preempted).
 
-Waits (sleep, recv, child results) release the lease and unwind the body with `Parked`; the waker
-republishes the workflow and the body replays from the top.
+Waits (sleep, recv, child results, a retrying step's backoff) release the lease and unwind the body
+with `Parked`; the waker republishes the workflow and the body replays from the top.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import psycopg
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kodo import clock, faults
-from kodo.db.pool import Conn
-from kodo.db.queries import Q
 from kodo.errors import (
     Cancelled,
     ChildWorkflowError,
+    KodoError,
     NonDeterminismError,
     Parked,
     Preempted,
     StepRetriesExceededError,
 )
-from kodo.workflow import serde
+from kodo.records import Attempt, Checkpoint, Claim, Fence, Recorded, Row
+from kodo.states import TERMINAL, OpKind, OutcomeKind, Transition, Wait, WaitKind, WorkflowStatus
+from kodo.workflow import context, serde, transitions
+from kodo.workflow.operations import Op
+from kodo.workflow.ports import Session
+from kodo.workflow.publisher import Bells
 from kodo.workflow.registry import RetryPolicy, WorkflowDef
 
 if TYPE_CHECKING:
     from kodo.workflow.engine import Engine
 
-TERMINAL = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Recorded:
-    function_id: int
-    function_name: str
-    output: str | None
-    error: str | None
-    child_workflow_id: str | None
+def recorded_value(rec: Recorded) -> Any:
+    """The recorded result of an operation (its recorded error is raised)."""
+    if rec.error is not None:
+        raise serde.decode_error(rec.error)
+    return serde.loads(rec.output)
 
-    def value(self) -> Any:
-        if self.error is not None:
-            raise serde.decode_error(self.error)
-        return serde.loads(self.output)
+
+def _replay_value(op: Op) -> Any:
+    assert op.recorded is not None
+    return recorded_value(op.recorded)
 
 
 class Execution:
     """The state of one claimed run; lives in a contextvar while the workflow body runs."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        workflow_id: str,
-        epoch: int,
-        recorded: list[dict[str, Any]],
-        parent: str | None,
-        conn: Conn | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, session: Session, claim: Claim) -> None:
         self.engine = engine
-        self.conn = conn
-        self.workflow_id = workflow_id
-        self.epoch = epoch
-        self.parent = parent
-        self.executor_id = engine.executor_id
-        self.recorded = {int(r["function_id"]): Recorded(**r) for r in recorded}
+        self.session = session
+        self.name = claim.name
+        self.definition: WorkflowDef[..., Any] | None = None  # looked up when the body runs
+        self.workflow_id = claim.workflow_id
+        self.fence = Fence(claim.workflow_id, claim.epoch, engine.executor_id)
+        self.parent = claim.parent
+        self.inputs = claim.inputs
+        self.recorded = {r.function_id: r for r in claim.recorded}
+        self.attempts: dict[int, list[Attempt]] = {}
+        for a in claim.attempts:
+            self.attempts.setdefault(a.function_id, []).append(a)
         self._next_id = 0
         self.step_attempt = 0
         # The status this run last read from its own row (the claim just set PENDING). Every
         # checkpoint returns the row's status, so a boundary right after one needs no extra query.
-        self._status = "PENDING"
+        self._status = WorkflowStatus.PENDING
         self._status_at = time.monotonic()
 
-    @contextmanager
-    def _conn(self) -> Iterator[Conn]:
-        """The connection this run holds from claim to end (one pool checkout per delivery)."""
-        if self.conn is None:
-            with self.engine.db.conn() as c:
-                yield c
-        else:
-            yield self.conn
+    @property
+    def epoch(self) -> int:
+        return self.fence.epoch
 
-    @contextmanager
-    def _tx(self) -> Iterator[Conn]:
-        with self._conn() as c, c.transaction():
-            yield c
+    def _tx(self) -> AbstractContextManager[Bells]:
+        return self.engine.publisher.commit_then_publish(self.session)
 
-    def _observe(self, status: str) -> None:
+    def _observe(self, status: WorkflowStatus) -> None:
         self._status, self._status_at = status, time.monotonic()
 
-    # ---- bookkeeping -------------------------------------------------------------------------
+    # ---- running the body --------------------------------------------------------------------
 
-    def _fence(self) -> dict[str, Any]:
-        return {"workflow_uuid": self.workflow_id, "epoch": self.epoch, "executor_id": self.executor_id}
+    def run(self) -> OutcomeKind:
+        """Run the workflow body to its end or its next wait; write the outcome (fenced)."""
+        token = context.enter(self)
+        try:
+            try:
+                self.definition = self.engine.registry.get(self.name)
+                args, kwargs = serde.decode_inputs(self.inputs)
+                output = serde.dumps(self.definition.fn(*args, **kwargs))
+            except Parked:
+                return OutcomeKind.PARKED
+            except Cancelled:
+                self.release()
+                return OutcomeKind.CANCELLED
+            except Preempted:
+                return OutcomeKind.PREEMPTED
+            except Exception as exc:
+                if self.engine.store_unavailable(exc):
+                    raise  # the database is unreachable: the lease lapses and the run is recovered
+                if not isinstance(exc, KodoError):
+                    log.info("%s failed: %r", self.workflow_id, exc)
+                return self.complete(WorkflowStatus.ERROR, None, serde.encode_error(exc), str(exc))
+            return self.complete(WorkflowStatus.SUCCESS, output, None, None)
+        finally:
+            context.leave(token)
+
+    def complete(
+        self, status: WorkflowStatus, output: str | None, error: str | None, detail: str | None
+    ) -> OutcomeKind:
+        """The terminal write, with the parent woken and the product hook run in its transaction."""
+        now = clock.now_ms()
+        hook = self.definition.on_transition if self.definition is not None else None
+        # A root workflow without a hook finishes in one autocommitted statement.
+        atomic = self.parent is not None or hook is not None
+        with self.engine.publisher.commit_then_publish(self.session, atomic=atomic) as bells:
+            done = transitions.end_child(
+                self.session,
+                bells,
+                parent=self.parent,
+                child=self.workflow_id,
+                now=now,
+                transition=lambda: self.session.complete(self.fence, status, output, error, now),
+            )
+            if done and hook is not None:
+                args, kwargs = serde.decode_inputs(self.inputs)
+                hook(self.session.handle, Transition(status.value), detail, *args, **kwargs)
+        if not done:
+            # Cancelled under us (the lease is still ours: give it back), or our lease was taken
+            # (preempted: nothing of ours may be written).
+            return OutcomeKind.CANCELLED if self.release() else OutcomeKind.PREEMPTED
+        return OutcomeKind.SUCCESS if status is WorkflowStatus.SUCCESS else OutcomeKind.ERROR
+
+    def release(self) -> bool:
+        """Give the lease back (fenced). False if it was no longer ours."""
+        return self.session.release(self.fence, clock.now_ms())
+
+    # ---- the operation template --------------------------------------------------------------
 
     def _take_id(self, name: str) -> tuple[int, Recorded | None]:
         self._next_id += 1
@@ -115,6 +160,31 @@ class Execution:
             )
         return fid, rec
 
+    def _operation(
+        self,
+        kind: OpKind,
+        name: str,
+        body: Callable[[Op], T],
+        replay: Callable[[Op], T] = _replay_value,
+        companion: str | None = None,
+    ) -> T:
+        """Take the operation's id (and its companion's), run the hooks around it, and replay the
+        recorded result or run `body`."""
+        cid, crec = self._take_id(companion) if companion else (0, None)
+        fid, rec = self._take_id(name)
+        op = Op(kind, name, self.workflow_id, fid, rec, cid, crec)
+        hooks = self.engine.hooks
+        hooks.before(op)
+        try:
+            result = replay(op) if rec is not None else body(op)
+        except BaseException as exc:
+            hooks.after(op, exc)
+            raise
+        hooks.after(op, None)
+        return result
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+
     def boundary(self) -> None:
         """The step-boundary check: stop if cancelled, or if our lease was taken over.
 
@@ -123,82 +193,58 @@ class Execution:
         happened since; only a cancel can, and it is seen at the next boundary after that window.
         """
         fresh_s = self.engine.settings.boundary_fresh_ms / 1000
-        if self._status == "PENDING" and time.monotonic() - self._status_at < fresh_s:
+        if self._status is WorkflowStatus.PENDING and time.monotonic() - self._status_at < fresh_s:
             return
-        with self._conn() as c:
-            row = c.execute(Q["check_boundary"], {"workflow_uuid": self.workflow_id}).fetchone()
-        if row is None or row["lease_epoch"] != self.epoch or row["executor_id"] != self.executor_id:
+        row = self.session.boundary(self.workflow_id)
+        if row is None or row.epoch != self.fence.epoch or row.executor_id != self.fence.executor_id:
             raise Preempted(self.workflow_id)
-        self._observe(row["status"])
-        if row["status"] == "CANCELLED":
+        self._observe(row.status)
+        if row.status is WorkflowStatus.CANCELLED:
             raise Cancelled(self.workflow_id)
-        if row["status"] != "PENDING":
+        if row.status is not WorkflowStatus.PENDING:
             raise Preempted(self.workflow_id)
 
-    def _record(
-        self,
-        c: Conn,
-        fid: int,
-        name: str,
-        *,
-        output: str | None,
-        error: str | None,
-        started_at: int,
-        child: str | None = None,
-    ) -> Recorded:
-        """Write one checkpoint (fenced). Returns what is recorded at `fid` afterwards."""
+    def _record(self, cp: Checkpoint) -> Recorded:
+        """Write one checkpoint (fenced). Returns what is recorded at its id afterwards."""
         now = clock.now_ms()
-        row = c.execute(
-            Q["record_step"],
-            {
-                **self._fence(),
-                "function_id": fid,
-                "function_name": name,
-                "output": output,
-                "error": error,
-                "child_workflow_id": child,
-                "started_at": started_at,
-                "now": now,
-                "lease_until": now + self.engine.settings.lease_ms,
-            },
-        ).fetchone()
-        if row is None or row["status"] is None:
+        status, inserted = self.session.record(self.fence, cp, now, now + self.engine.settings.lease_ms)
+        if status is None:
             raise Preempted(self.workflow_id)
-        self._observe(row["status"])
-        if row["inserted"] == 0:
+        self._observe(status)
+        if not inserted:
             # Someone recorded this id first (a forked copy or an earlier runner): theirs stands.
-            got = c.execute(Q["get_step"], {"workflow_uuid": self.workflow_id, "function_id": fid}).fetchone()
+            got = self.session.get_step(self.workflow_id, cp.function_id)
             assert got is not None
-            return Recorded(**got)
-        return Recorded(fid, name, output, error, child)
+            return got
+        return Recorded(cp.function_id, cp.function_name, cp.output, cp.error, cp.child_workflow_id)
 
-    def _lock_own(self, c: Conn) -> None:
-        row = c.execute(Q["lock_own"], self._fence()).fetchone()
-        if row is None:
+    def _lock_own(self) -> None:
+        status = self.session.lock_own(self.fence)
+        if status is None:
             raise Preempted(self.workflow_id)
-        self._observe(row["status"])
+        self._observe(status)
 
-    def _park(self, c: Conn, reason: str, wake_at: int | None) -> None:
-        now = clock.now_ms()
+    def _park(self, wait: Wait, wake_at: int | None) -> None:
+        """Release the lease and wait (inside the caller's transaction)."""
+        if self.session.park(self.fence, wait, wake_at, clock.now_ms()):
+            return
+        # Not parked: either cancelled while we still hold the lease (stop as cancelled, so the
+        # engine gives the lease back and a resume can run at once), or no longer ours at all.
+        row = self.session.boundary(self.workflow_id)
         if (
-            c.execute(
-                Q["park_workflow"], {**self._fence(), "reason": reason, "wake_at": wake_at, "now": now}
-            ).fetchone()
-            is None
+            row is not None
+            and row.status is WorkflowStatus.CANCELLED
+            and row.epoch == self.fence.epoch
+            and row.executor_id == self.fence.executor_id
         ):
-            # Not parked: either cancelled while we still hold the lease (stop as cancelled, so the
-            # engine gives the lease back and a resume can run at once), or no longer ours at all.
-            row = c.execute(Q["check_boundary"], {"workflow_uuid": self.workflow_id}).fetchone()
-            if (
-                row is not None
-                and row["status"] == "CANCELLED"
-                and row["lease_epoch"] == self.epoch
-                and row["executor_id"] == self.executor_id
-            ):
-                raise Cancelled(self.workflow_id)
-            raise Preempted(self.workflow_id)
-        if wake_at is not None:
-            c.execute(Q["notify_timer"], {"wake_at": wake_at})
+            raise Cancelled(self.workflow_id)
+        raise Preempted(self.workflow_id)
+
+    def _wait(self, wait: Wait, wake_at: int | None) -> Parked:
+        """Park in a transaction of its own; the caller raises what this returns."""
+        with self._tx():
+            self._park(wait, wake_at)
+        return Parked(self.workflow_id)
 
     # ---- steps -------------------------------------------------------------------------------
 
@@ -210,158 +256,161 @@ class Execution:
         kwargs: dict[str, Any],
         retry: RetryPolicy | None,
     ) -> Any:
-        fid, rec = self._take_id(name)
-        if rec is not None:
-            return rec.value()
-        started = clock.now_ms()
-        attempt = 1
-        while True:
+        def body(op: Op) -> Any:
+            fid = op.function_id
+            failed = self.attempts.get(fid, [])
+            attempt = len(failed) + 1
+            now = clock.now_ms()
+            if failed and retry is not None:
+                due = failed[-1].completed_at + retry.delay_ms_before(attempt)
+                if now < due:  # woken early (a resume, a stray doorbell): the backoff still holds
+                    raise self._wait(Wait(WaitKind.RETRY, str(fid)), due)
             self.boundary()
-            self.step_attempt = attempt
+            self.step_attempt = op.attempt = attempt
             faults.reached(faults.STEP_STARTED, name)
+            raised: Exception | None = None
             try:
                 result = fn(*args, **kwargs)
-                output, error, raised = serde.dumps(result), None, None
-                break
+                output, error = serde.dumps(result), None
             except Exception as exc:
                 retryable = retry is not None and retry.retry_if(exc)
                 if retry is not None and retryable and attempt < retry.max_attempts:
-                    attempt += 1
-                    time.sleep(retry.delay_before(attempt))
-                    continue
+                    raise self._retry_later(fid, attempt, now, exc, retry) from exc
                 if retry is not None and retryable:
                     exc = StepRetriesExceededError(
                         f"Step {name} has exceeded its maximum of {retry.max_attempts} retries. "
                         f"Previous error: {exc}"
                     )
                 output, error, raised = None, serde.encode_error(exc), exc
-                break
-        with self._conn() as c:
-            stored = self._record(c, fid, name, output=output, error=error, started_at=started)
-        faults.reached(faults.STEP_COMMITTED, name)
-        if stored.output != output or stored.error != error:
-            return stored.value()
-        if raised is not None:
-            raise raised
-        return result
+            started = failed[0].started_at if failed else now
+            stored = self._record(Checkpoint(fid, name, output, error, started))
+            faults.reached(faults.STEP_COMMITTED, name)
+            if stored.output != output or stored.error != error:
+                return recorded_value(stored)
+            if raised is not None:
+                raise raised
+            return result
+
+        return self._operation(OpKind.STEP, name, body)
+
+    def _retry_later(
+        self, fid: int, attempt: int, started: int, exc: Exception, retry: RetryPolicy
+    ) -> Parked:
+        """Record the failed attempt and park for the backoff, in one transaction: no worker waits,
+        and a kill during the backoff loses nothing."""
+        now = clock.now_ms()
+        with self._tx():
+            if not self.session.record_attempt(
+                self.fence, attempt, fid, serde.encode_error(exc), started, now
+            ):
+                raise Preempted(self.workflow_id)
+            self._park(Wait(WaitKind.RETRY, str(fid)), now + retry.delay_ms_before(attempt + 1))
+        return Parked(self.workflow_id)
 
     def run_transaction(
         self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        fid, rec = self._take_id(name)
-        if rec is not None:
-            return rec.value()
-        started = clock.now_ms()
-        self.boundary()
-        self.step_attempt = 1
-        faults.reached(faults.STEP_STARTED, name)
-        raised: Exception | None = None
-        try:
-            with self._tx() as c:
-                result = fn(c, *args, **kwargs)
-                output = serde.dumps(result)
-                # If the fence fails this raises Preempted and the product writes roll back with it.
-                self._record(c, fid, name, output=output, error=None, started_at=started)
-        except psycopg.OperationalError:
-            raise  # infrastructure, not a step failure: the lease expires and the run is recovered
-        except Exception as exc:
-            raised = exc
-            with self._conn() as c:
+        def body(op: Op) -> Any:
+            started = clock.now_ms()
+            self.boundary()
+            self.step_attempt = 1
+            faults.reached(faults.STEP_STARTED, name)
+            try:
+                with self._tx():
+                    result = fn(self.session.handle, *args, **kwargs)
+                    output = serde.dumps(result)
+                    # If the fence fails this raises Preempted and the product writes roll back with it.
+                    self._record(Checkpoint(op.function_id, name, output, None, started))
+            except Exception as exc:
+                if self.engine.store_unavailable(exc):
+                    raise  # infrastructure, not a step failure: the lease expires and the run is recovered
                 stored = self._record(
-                    c, fid, name, output=None, error=serde.encode_error(exc), started_at=started
+                    Checkpoint(op.function_id, name, None, serde.encode_error(exc), started)
                 )
-            if stored.error is None:
-                return stored.value()
-        faults.reached(faults.STEP_COMMITTED, name)
-        if raised is not None:
-            raise raised
-        return result
+                if stored.error is None:
+                    return recorded_value(stored)
+                faults.reached(faults.STEP_COMMITTED, name)
+                raise
+            faults.reached(faults.STEP_COMMITTED, name)
+            return result
+
+        return self._operation(OpKind.TRANSACTION, name, body)
 
     # ---- durable waits -----------------------------------------------------------------------
 
     def sleep(self, seconds: float) -> None:
-        fid, rec = self._take_id("kodo.sleep")
-        if rec is not None:
-            wake_at = int(rec.value()["wake_at"])
-        else:
+        def body(op: Op) -> None:
             now = clock.now_ms()
             wake_at = now + max(int(seconds * 1000), 0)
-            with self._tx() as c:
+            with self._tx():
                 self._record(
-                    c, fid, "kodo.sleep", output=serde.dumps({"wake_at": wake_at}), error=None, started_at=now
+                    Checkpoint(op.function_id, op.name, serde.dumps({"wake_at": wake_at}), None, now)
                 )
                 if wake_at > now:
-                    self._park(c, "sleep", wake_at)
+                    self._park(Wait(WaitKind.SLEEP), wake_at)
             if wake_at <= now:
                 return
-            faults.reached(faults.WORKFLOW_PARKED, "kodo.sleep")
+            faults.reached(faults.WORKFLOW_PARKED, op.name)
             raise Parked(self.workflow_id)
-        if clock.now_ms() >= wake_at:
-            return
-        with self._tx() as c:
-            self._park(c, "sleep", wake_at)
-        raise Parked(self.workflow_id)
+
+        def replay(op: Op) -> None:
+            wake_at = int(_replay_value(op)["wake_at"])
+            if clock.now_ms() < wake_at:
+                raise self._wait(Wait(WaitKind.SLEEP), wake_at)
+
+        self._operation(OpKind.SLEEP, "kodo.sleep", body, replay)
 
     def recv(self, topic: str, timeout_s: float) -> Any:
-        dfid, drec = self._take_id("kodo.recv.deadline")
-        fid, rec = self._take_id("kodo.recv")
-        if rec is not None:
-            return rec.value()
-        now = clock.now_ms()
-        with self._tx() as c:
-            self._lock_own(c)
-            if drec is None:
-                deadline = now + max(int(timeout_s * 1000), 0)
-                self._record(
-                    c,
-                    dfid,
-                    "kodo.recv.deadline",
-                    output=serde.dumps({"deadline": deadline}),
-                    error=None,
-                    started_at=now,
-                )
-            else:
-                deadline = int(drec.value()["deadline"])
-            msg = c.execute(
-                Q["take_message"],
-                {"workflow_uuid": self.workflow_id, "topic": topic, "now": now, "function_id": fid},
-            ).fetchone()
-            if msg is not None or now >= deadline:
-                out = msg["message"] if msg is not None else serde.dumps(None)
-                self._record(c, fid, "kodo.recv", output=out, error=None, started_at=now)
-                return serde.loads(out)
-            self._park(c, f"recv:{topic}", deadline)
-        raise Parked(self.workflow_id)
+        def body(op: Op) -> Any:
+            now = clock.now_ms()
+            with self._tx():
+                self._lock_own()
+                if op.companion is None:
+                    deadline = now + max(int(timeout_s * 1000), 0)
+                    self._record(
+                        Checkpoint(
+                            op.companion_id,
+                            "kodo.recv.deadline",
+                            serde.dumps({"deadline": deadline}),
+                            None,
+                            now,
+                        )
+                    )
+                else:
+                    deadline = int(recorded_value(op.companion)["deadline"])
+                msg = self.session.take_message(self.workflow_id, topic, op.function_id, now)
+                if msg is not None or now >= deadline:
+                    out = msg if msg is not None else serde.dumps(None)
+                    self._record(Checkpoint(op.function_id, op.name, out, None, now))
+                    return serde.loads(out)
+                self._park(Wait(WaitKind.RECV, topic), deadline)
+            raise Parked(self.workflow_id)
+
+        return self._operation(OpKind.RECV, "kodo.recv", body, companion="kodo.recv.deadline")
 
     def send(self, destination: str, message: Any, topic: str) -> None:
-        fid, rec = self._take_id("kodo.send")
-        if rec is not None:
-            return
-        now = clock.now_ms()
-        woken: dict[str, Any] | None = None
-        with self._tx() as c:
-            # Lock both rows in id order so two workflows messaging each other cannot deadlock.
-            for wid in sorted({self.workflow_id, destination}):
-                if wid == self.workflow_id:
-                    self._lock_own(c)
-                elif c.execute(Q["lock_workflow"], {"workflow_uuid": wid}).fetchone() is None:
-                    raise ChildWorkflowError(f"send: no workflow {destination}", workflow_id=destination)
-            c.execute(
-                Q["insert_notification"],
-                {
-                    "message_uuid": f"{self.workflow_id}:{fid}",
-                    "destination": destination,
-                    "topic": topic,
-                    "message": serde.dumps(message),
-                    "now": now,
-                },
-            )
-            woken = c.execute(
-                Q["wake_receiver"], {"destination": destination, "reason": f"recv:{topic}", "now": now}
-            ).fetchone()
-            self._record(c, fid, "kodo.send", output=serde.dumps(None), error=None, started_at=now)
-        if woken is not None:
-            self.engine.publish(woken["workflow_uuid"], woken["queue_name"])
+        def body(op: Op) -> None:
+            now = clock.now_ms()
+            with self._tx() as bells:
+                # Lock both rows in id order so two workflows messaging each other cannot deadlock.
+                for wid in sorted({self.workflow_id, destination}):
+                    if wid == self.workflow_id:
+                        self._lock_own()
+                    elif self.session.lock(wid) is None:
+                        raise ChildWorkflowError(f"send: no workflow {destination}", workflow_id=destination)
+                transitions.send_message(
+                    self.session,
+                    bells,
+                    destination=destination,
+                    topic=topic,
+                    message_uuid=f"{self.workflow_id}:{op.function_id}",
+                    message=serde.dumps(message),
+                    now=now,
+                    locked=True,
+                )
+                self._record(Checkpoint(op.function_id, op.name, serde.dumps(None), None, now))
+
+        self._operation(OpKind.SEND, "kodo.send", body)
 
     # ---- children ----------------------------------------------------------------------------
 
@@ -374,15 +423,10 @@ class Execution:
         queue: str | None,
         partition_key: str | None,
     ) -> str:
-        fid, rec = self._take_id("kodo.start_child")
-        if rec is not None:
-            assert rec.child_workflow_id is not None
-            return rec.child_workflow_id
-        child_id = workflow_id or f"{self.workflow_id}-{fid}"
-        now = clock.now_ms()
-        with self._tx() as c:
-            created = self.engine.insert_workflow(
-                c,
+        def body(op: Op) -> str:
+            child_id = workflow_id or f"{self.workflow_id}-{op.function_id}"
+            now = clock.now_ms()
+            new = self.engine.new_workflow(
                 wf,
                 args,
                 kwargs,
@@ -391,50 +435,52 @@ class Execution:
                 partition_key=partition_key,
                 parent=self.workflow_id,
             )
-            self._record(
-                c,
-                fid,
-                "kodo.start_child",
-                output=serde.dumps(child_id),
-                error=None,
-                started_at=now,
-                child=child_id,
-            )
-        if created:
-            self.engine.publish(child_id, queue or wf.queue)
-        return child_id
+            with self._tx() as bells:
+                bells.add(self.session.insert_workflow(new, now))
+                self._record(Checkpoint(op.function_id, op.name, serde.dumps(child_id), None, now, child_id))
+            return child_id
+
+        def replay(op: Op) -> str:
+            assert op.recorded is not None and op.recorded.child_workflow_id is not None
+            return op.recorded.child_workflow_id
+
+        return self._operation(OpKind.START_CHILD, "kodo.start_child", body, replay)
+
+    def _fan_in(self, op: Op, wait: Wait, outcome: Callable[[], Checkpoint | None]) -> Recorded:
+        """Lock our row, then record the children's outcome if it is final, or park until it is."""
+        with self._tx():
+            self._lock_own()
+            cp = outcome()
+            if cp is not None:
+                return self._record(cp)
+            self._park(wait, None)
+        raise Parked(self.workflow_id)
 
     def get_result(self, child_id: str) -> Any:
-        fid, rec = self._take_id("kodo.get_result")
-        if rec is not None:
-            return rec.value()
-        now = clock.now_ms()
-        with self._tx() as c:
-            self._lock_own(c)
-            child = c.execute(Q["get_workflow"], {"workflow_uuid": child_id}).fetchone()
-            if child is None:
-                raise ChildWorkflowError(f"no child workflow {child_id}", workflow_id=child_id)
-            if child["status"] in TERMINAL:
+        def body(op: Op) -> Any:
+            now = clock.now_ms()
+
+            def outcome() -> Checkpoint | None:
+                child = self.session.get_workflow(child_id)
+                if child is None:
+                    raise ChildWorkflowError(f"no child workflow {child_id}", workflow_id=child_id)
+                if child["status"] not in TERMINAL:
+                    return None
                 output, error = _child_outcome(child)
-                stored = self._record(
-                    c, fid, "kodo.get_result", output=output, error=error, started_at=now, child=child_id
-                )
-            else:
-                self._park(c, f"child:{child_id}", None)
-                stored = None
-        if stored is None:
-            raise Parked(self.workflow_id)
-        return stored.value()
+                return Checkpoint(op.function_id, op.name, output, error, now, child_id)
+
+            return recorded_value(self._fan_in(op, Wait(WaitKind.CHILD, child_id), outcome))
+
+        return self._operation(OpKind.GET_RESULT, "kodo.get_result", body)
 
     def wait_children(self) -> list[dict[str, Any]]:
-        fid, rec = self._take_id("kodo.wait_children")
-        if rec is not None:
-            return list(rec.value())
-        now = clock.now_ms()
-        with self._tx() as c:
-            self._lock_own(c)
-            rows = c.execute(Q["child_states"], {"parent": self.workflow_id}).fetchall()
-            if all(r["status"] in TERMINAL for r in rows):
+        def body(op: Op) -> list[dict[str, Any]]:
+            now = clock.now_ms()
+
+            def outcome() -> Checkpoint | None:
+                rows = self.session.child_states(self.workflow_id)
+                if not all(r["status"] in TERMINAL for r in rows):
+                    return None
                 summary = [
                     {
                         "workflow_id": r["workflow_uuid"],
@@ -444,22 +490,18 @@ class Execution:
                     }
                     for r in sorted(rows, key=lambda r: str(r["workflow_uuid"]))
                 ]
-                stored = self._record(
-                    c, fid, "kodo.wait_children", output=serde.dumps(summary), error=None, started_at=now
-                )
-            else:
-                self._park(c, "children", None)
-                stored = None
-        if stored is None:
-            raise Parked(self.workflow_id)
-        return list(stored.value())
+                return Checkpoint(op.function_id, op.name, serde.dumps(summary), None, now)
+
+            return list(recorded_value(self._fan_in(op, Wait(WaitKind.CHILDREN), outcome)))
+
+        return list(self._operation(OpKind.WAIT_CHILDREN, "kodo.wait_children", body))
 
 
-def _child_outcome(child: dict[str, Any]) -> tuple[str | None, str | None]:
+def _child_outcome(child: Row) -> tuple[str | None, str | None]:
     status = child["status"]
-    if status == "SUCCESS":
+    if status == WorkflowStatus.SUCCESS:
         return child["output"], None
-    if status == "ERROR" and child["error"] is not None:
+    if status == WorkflowStatus.ERROR and child["error"] is not None:
         return None, child["error"]
     exc = ChildWorkflowError(f"child workflow {child['workflow_uuid']} ended {status}")
     return None, serde.encode_error(exc)

@@ -12,9 +12,10 @@ import socket
 import threading
 import uuid
 
+import psutil
+
 from kodo import clock
-from kodo.db.pool import Database
-from kodo.db.queries import Q
+from kodo.workflow.ports import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,11 @@ def host_prefix() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     try:  # a killed child not yet reaped is a zombie: dead for our purposes
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # cannot tell (no permission): assume it lives, the lease decides
         return True
 
 
@@ -62,8 +58,8 @@ def is_local_and_dead(eid: str | None) -> bool:
 class Heartbeat:
     """Renews this process's leases every `interval_ms` while it holds at least one."""
 
-    def __init__(self, db: Database, lease_ms: int, interval_ms: int) -> None:
-        self._db = db
+    def __init__(self, store: Store, lease_ms: int, interval_ms: int) -> None:
+        self._store = store
         self._lease_ms = lease_ms
         self._interval = interval_ms / 1000
         self._held = 0
@@ -92,10 +88,7 @@ class Heartbeat:
             if not held:
                 continue
             try:
-                with self._db.conn() as c:
-                    c.execute(
-                        Q["renew_leases"],
-                        {"executor_id": executor_id(), "lease_until": clock.now_ms() + self._lease_ms},
-                    )
+                with self._store.session() as s:
+                    s.renew_leases(executor_id(), clock.now_ms() + self._lease_ms)
             except Exception:  # a missed beat is survivable: the lease is 4 beats long
                 log.warning("lease heartbeat failed", exc_info=True)

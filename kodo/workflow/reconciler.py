@@ -1,13 +1,16 @@
 """The reconciler: republishes what Postgres says should run. Cheap, and safe on every worker at once.
 
-Each pass, for this application version only:
-1. due timers (durable sleep, receive timeouts) are woken and published;
-2. leases held by dead processes on this host are expired at once (no wait for the lease to run out);
-3. runnable rows nobody picked up (lost message, lease expired) are republished. The claim that
-   follows counts the recovery attempt and enforces the maximum;
-4. workflows past their timeout are cancelled (a runner stops at its next step boundary).
+It is a list of small passes run in one loop, each for this application version only:
+1. `WakeTimers`: due timers (durable sleep, receive timeouts, retry backoffs) are woken and published;
+2. `ExpireDeadLeases`: leases held by dead processes on this host are expired at once (no wait for
+   the lease to run out);
+3. `RepublishStale`: runnable rows nobody picked up (lost message, lease expired) are republished.
+   The claim that follows counts the recovery attempt and enforces the maximum;
+4. `CancelExpired`: workflows past their timeout are cancelled (a runner stops at its next boundary).
 Every update is atomic, so two reconcilers never publish the same due timer twice, and a duplicate
-publish is a no-op delivery anyway.
+publish is a no-op delivery anyway. A pass that must run once across a fleet (a scheduler) declares
+a `singleton` key: it runs only while its reconciler holds that Postgres advisory lock, so no leader
+process is needed.
 
 Timers are woken on time: parking sends `NOTIFY kodo_timer`, and the loop sleeps until the earliest
 pending wake-up (or the next pass), whichever is sooner.
@@ -17,21 +20,89 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import psycopg
+from typing import ClassVar, Protocol
 
 from kodo import clock
 from kodo.config import Settings
-from kodo.db.pool import Database, connect
-from kodo.db.queries import Q
-from kodo.dispatch import Dispatcher
 from kodo.errors import ConflictError
 from kodo.workflow import executor
+from kodo.workflow.ports import Session, Store
+from kodo.workflow.publisher import Bells, Publisher
 
 log = logging.getLogger(__name__)
 BATCH = 500
+
+
+class Pass(Protocol):
+    """One reconciler pass: does its work in `session`, adds what to publish to `bells`, returns a count."""
+
+    name: ClassVar[str]
+    singleton: ClassVar[int | None]  # an advisory lock key: run on one reconciler of the fleet at a time
+
+    def run(self, session: Session, bells: Bells, now: int) -> int: ...
+
+
+@dataclass
+class WakeTimers:
+    settings: Settings
+    name: ClassVar[str] = "timers"
+    singleton: ClassVar[int | None] = None
+
+    def run(self, session: Session, bells: Bells, now: int) -> int:
+        due = session.wake_due_timers(now, self.settings.app_version, BATCH)
+        bells.add(*due)
+        return len(due)
+
+
+@dataclass
+class ExpireDeadLeases:
+    name: ClassVar[str] = "dead_leases"
+    singleton: ClassVar[int | None] = None
+
+    def run(self, session: Session, bells: Bells, now: int) -> int:
+        dead = [
+            r
+            for r in session.leases_on_host(executor.host_prefix())
+            if executor.is_local_and_dead(r["executor_id"])
+        ]
+        for r in dead:
+            # published_at = 0 makes RepublishStale republish it in this same sweep
+            session.expire_lease(r["workflow_uuid"], r["executor_id"], r["lease_epoch"], 0)
+        return len(dead)
+
+
+@dataclass
+class RepublishStale:
+    settings: Settings
+    name: ClassVar[str] = "republished"
+    singleton: ClassVar[int | None] = None
+
+    def run(self, session: Session, bells: Bells, now: int) -> int:
+        stale = session.republish_stale(
+            now, self.settings.app_version, BATCH, self.settings.republish_after_ms
+        )
+        bells.add(*stale)
+        return len(stale)
+
+
+@dataclass
+class CancelExpired:
+    settings: Settings
+    cancel: Callable[[str], None]  # Client.cancel: cancels, runs the product hook, wakes a waiting parent
+    name: ClassVar[str] = "timed_out"
+    singleton: ClassVar[int | None] = None
+
+    def run(self, session: Session, bells: Bells, now: int) -> int:
+        cancelled = 0
+        for workflow_id in session.expired_workflows(now, self.settings.app_version, BATCH):
+            try:
+                self.cancel(workflow_id)
+                cancelled += 1
+            except ConflictError:
+                pass  # finished (or cancelled by someone else) meanwhile
+        return cancelled
 
 
 @dataclass
@@ -46,86 +117,56 @@ class Reconciler:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
-        dispatcher: Dispatcher,
-        cancel: Callable[[str], None] | None = None,
+        store: Store,
+        publisher: Publisher,
+        passes: Sequence[Pass],
     ) -> None:
         self.settings = settings
-        self.db = db
-        self.dispatcher = dispatcher
-        self.cancel = cancel  # Client.cancel: cancels and wakes a waiting parent
+        self.store = store
+        self.publisher = publisher
+        self.passes = list(passes)
+        self._timers = next((p for p in self.passes if isinstance(p, WakeTimers)), WakeTimers(settings))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _publish(self, rows: list[dict[str, str]]) -> None:
-        for row in rows:
-            try:
-                self.dispatcher.publish(row["workflow_uuid"], row["queue_name"])
-            except Exception:
-                log.warning("republish of %s failed; next pass retries", row["workflow_uuid"], exc_info=True)
+    @classmethod
+    def standard(
+        cls, settings: Settings, store: Store, publisher: Publisher, cancel: Callable[[str], None]
+    ) -> Reconciler:
+        passes: list[Pass] = [
+            WakeTimers(settings),
+            ExpireDeadLeases(),
+            RepublishStale(settings),
+            CancelExpired(settings, cancel),
+        ]
+        return cls(settings, store, publisher, passes)
+
+    def run_pass(self, p: Pass, now: int | None = None) -> int:
+        """Run one pass; publish what it made runnable once its work committed."""
+        with (
+            self.store.session() as s,
+            # A singleton holds its lock for the pass's transaction; the others autocommit.
+            self.publisher.commit_then_publish(s, atomic=p.singleton is not None) as bells,
+        ):
+            if p.singleton is not None and not s.try_singleton(p.singleton):
+                return 0
+            return p.run(s, bells, clock.now_ms() if now is None else now)
 
     def wake_timers(self) -> int:
-        with self.db.conn() as c:
-            rows = c.execute(
-                Q["wake_due_timers"],
-                {"now": clock.now_ms(), "app_version": self.settings.app_version, "limit": BATCH},
-            ).fetchall()
-        self._publish(rows)
-        return len(rows)
+        return self.run_pass(self._timers)
 
     def sweep(self) -> PassCounts:
-        """One full pass (timers, dead local leases, stale runnable rows)."""
-        counts = PassCounts(timers=self.wake_timers())
-        now = clock.now_ms()
-        with self.db.conn() as c:
-            dead = [
-                r
-                for r in c.execute(Q["leases_on_host"], {"host_prefix": executor.host_prefix()}).fetchall()
-                if executor.is_local_and_dead(r["executor_id"])
-            ]
-            for r in dead:
-                c.execute(
-                    Q["expire_lease"],
-                    {
-                        "workflow_uuid": r["workflow_uuid"],
-                        "executor_id": r["executor_id"],
-                        # published_at = 0 makes the sweep below republish it in this same pass
-                        "epoch": r["lease_epoch"],
-                        "now": 0,
-                    },
-                )
-            counts.dead_leases = len(dead)
-            stale = c.execute(
-                Q["republish_stale"],
-                {
-                    "now": now,
-                    "app_version": self.settings.app_version,
-                    "limit": BATCH,
-                    "republish_after": self.settings.republish_after_ms,
-                },
-            ).fetchall()
-        self._publish(stale)
-        counts.republished = len(stale)
-        counts.timed_out = self.cancel_expired(now)
-        if counts.timers or counts.dead_leases or counts.republished or counts.timed_out:
+        """One full pass of every pass, in order."""
+        counts = PassCounts()
+        for p in self.passes:
+            n = self.run_pass(p)
+            if hasattr(counts, p.name):
+                setattr(counts, p.name, n)
+            elif n:
+                log.info("reconciler pass %s: %d", p.name, n)
+        if any(vars(counts).values()):
             log.info("reconciler pass: %s", counts)
         return counts
-
-    def cancel_expired(self, now: int) -> int:
-        if self.cancel is None:
-            return 0
-        with self.db.conn() as c:
-            rows = c.execute(
-                Q["expired_workflows"], {"now": now, "app_version": self.settings.app_version, "limit": BATCH}
-            ).fetchall()
-        cancelled = 0
-        for row in rows:
-            try:
-                self.cancel(row["workflow_uuid"])
-                cancelled += 1
-            except ConflictError:
-                pass  # finished (or cancelled by someone else) meanwhile
-        return cancelled
 
     # ---- background loop ---------------------------------------------------------------------
 
@@ -145,13 +186,12 @@ class Reconciler:
         while not self._stop.is_set():
             try:
                 self._loop(interval_ms)
-            except (psycopg.Error, OSError):
+            except Exception:
                 log.warning("reconciler lost its connection; retrying in 1s", exc_info=True)
                 self._stop.wait(1.0)
 
     def _loop(self, interval_ms: int) -> None:
-        with connect(self.settings.database_url) as listen:
-            listen.execute("LISTEN kodo_timer")
+        with self.store.listen_timers() as listener:
             next_sweep = 0
             while not self._stop.is_set():
                 now = clock.now_ms()
@@ -160,11 +200,8 @@ class Reconciler:
                     next_sweep = now + interval_ms
                 else:
                     self.wake_timers()
-                with self.db.conn() as c:
-                    row = c.execute(Q["next_wake_at"], {"app_version": self.settings.app_version}).fetchone()
-                due = row["wake_at"] if row and row["wake_at"] is not None else next_sweep
-                wait_ms = max(min(int(due), next_sweep) - clock.now_ms(), 0)
+                with self.store.session() as s:
+                    due = s.next_wake_at(self.settings.app_version)
+                wait_ms = max(min(due if due is not None else next_sweep, next_sweep) - clock.now_ms(), 0)
                 if wait_ms:
-                    # A NOTIFY (a new timer was parked) cuts the wait short.
-                    for _ in listen.notifies(timeout=wait_ms / 1000, stop_after=1):
-                        pass
+                    listener.wait(wait_ms / 1000)  # a NOTIFY (a new timer was parked) cuts it short

@@ -20,9 +20,10 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """In-step retries: `max_attempts` in all, waiting `interval_s * backoff**(n-1)` before retry n.
+    """Step retries: `max_attempts` in all, waiting `interval_s * backoff**(n-2)` before attempt n.
 
-    `retry_if` decides per exception; by default every Exception is retried.
+    `retry_if` decides per exception; by default every Exception is retried. Each failed attempt is
+    recorded and the workflow parks for the backoff (no worker waits through it).
     """
 
     max_attempts: int = 3
@@ -34,6 +35,9 @@ class RetryPolicy:
         """Seconds to wait before `attempt` (2, 3, ...)."""
         return float(self.interval_s * self.backoff ** (attempt - 2))
 
+    def delay_ms_before(self, attempt: int) -> int:
+        return max(int(self.delay_before(attempt) * 1000), 0)
+
 
 @dataclass(frozen=True)
 class WorkflowDef(Generic[P, R]):
@@ -43,9 +47,11 @@ class WorkflowDef(Generic[P, R]):
     fn: Callable[P, R]
     queue: str
     max_recovery_attempts: int
-    # Runs inside the transaction that cancels the workflow (connection, then the workflow's own
-    # arguments): product rows change together with the status, even when no runner holds it.
-    on_cancel: Callable[..., None] | None = None
+    # The product hook: `on_transition(conn, transition, detail, *args, **kwargs)` runs inside the
+    # transaction of every engine transition (kodo.states.Transition: success, error with its
+    # message as `detail`, cancel, resume), with the workflow's own arguments, so product rows
+    # change together with the status, even when no runner holds the workflow.
+    on_transition: Callable[..., None] | None = None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -79,11 +85,11 @@ def workflow(
     *,
     queue: str = "intentQ",
     max_recovery_attempts: int = 50,
-    on_cancel: Callable[..., None] | None = None,
+    on_transition: Callable[..., None] | None = None,
 ) -> Callable[[Callable[P, R]], WorkflowDef[P, R]]:
     """Register a workflow function under `name` (default: module.qualname).
 
-    `on_cancel(conn, *args, **kwargs)` runs in the cancelling transaction (see WorkflowDef).
+    `on_transition` is the product hook (see WorkflowDef).
     """
 
     def deco(fn: Callable[P, R]) -> WorkflowDef[P, R]:
@@ -92,7 +98,7 @@ def workflow(
             fn=fn,
             queue=queue,
             max_recovery_attempts=max_recovery_attempts,
-            on_cancel=on_cancel,
+            on_transition=on_transition,
         )
         REGISTRY.add(wf)
         return wf

@@ -12,7 +12,9 @@ import pytest
 
 from kodo import clock
 from kodo.errors import Preempted
+from kodo.records import Checkpoint
 from kodo.runtime import Runtime
+from kodo.states import WorkflowStatus
 from kodo.workflow import context, serde
 from kodo.workflow.execution import Execution
 from tests.conftest import effects_of
@@ -88,30 +90,34 @@ def test_a_stale_epoch_cannot_checkpoint_park_or_complete(rt: Runtime, sql: Sql)
     """Claim in this process, then bump lease_epoch with SQL (a takeover): every write is refused."""
     wid = "stale-epoch"
     insert_unpublished(rt, t.sleeper, 30, workflow_id=wid)
-    with rt.db.conn() as claim_conn:
-        row = rt.engine._claim(claim_conn, wid)
-    assert row is not None
-    assert row["lease_epoch"] == 1
-    ex = Execution(rt.engine, wid, int(row["lease_epoch"]), row["recorded"], None)
-    sql(TAKEOVER, {"w": wid, "until": clock.now_ms() + 60_000})
+    with rt.store.session() as session:
+        claim = rt.engine.claim(session, wid)
+        assert claim is not None
+        assert claim.epoch == 1
+        ex = Execution(rt.engine, session, claim)
+        sql(TAKEOVER, {"w": wid, "until": clock.now_ms() + 60_000})
 
-    # A direct checkpoint write carrying the stale epoch is refused.
-    with rt.db.conn() as c, pytest.raises(Preempted):
-        ex._record(c, 1, "t.tx_effect", output=serde.dumps("x"), error=None, started_at=clock.now_ms())
-    token = context._current.set(ex)
-    try:
-        # A transaction step stops at its boundary check: its function never runs.
-        with pytest.raises(Preempted):
-            t.tx_effect("zombie-effect")
+        # A direct checkpoint write carrying the stale epoch is refused.
+        now = clock.now_ms()
+        checkpoint = Checkpoint(1, "t.tx_effect", serde.dumps("x"), None, now)
+        assert session.record(ex.fence, checkpoint, now, now + 5000) == (None, False)
+        token = context.enter(ex)
+        try:
+            # A transaction step stops at its boundary check: its function never runs.
+            with pytest.raises(Preempted):
+                t.tx_effect("zombie-effect")
+        finally:
+            context.leave(token)
         # A durable sleep cannot record its wake-up or park (the row is not ours to release).
-        ex2 = Execution(rt.engine, wid, int(row["lease_epoch"]), [], None)
-        context._current.set(ex2)
-        with pytest.raises(Preempted):
-            ex2.sleep(5)
-    finally:
-        context._current.reset(token)
-    # The terminal write is fenced too.
-    assert str(rt.engine._complete(ex, "SUCCESS", serde.dumps("zombie"), None)) == "preempted"
+        ex2 = Execution(rt.engine, session, claim)
+        token = context.enter(ex2)
+        try:
+            with pytest.raises(Preempted):
+                ex2.sleep(5)
+        finally:
+            context.leave(token)
+        # The terminal write is fenced too.
+        assert ex.complete(WorkflowStatus.SUCCESS, serde.dumps("zombie"), None, None) == "preempted"
 
     after = rt.client.get(wid)
     assert after["status"] == "PENDING"

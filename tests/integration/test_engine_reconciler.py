@@ -19,7 +19,7 @@ from tests.support.helpers import Sql, insert_unpublished
 
 DEAD_FOREIGN_RUNNER = """
 UPDATE dbos.workflow_status SET status = 'PENDING', executor_id = 'otherhost:1:x',
-    lease_epoch = lease_epoch + 1, lease_until_epoch_ms = %(until)s, wait_reason = NULL,
+    lease_epoch = lease_epoch + 1, lease_until_epoch_ms = %(until)s, wait_kind = NULL, wait_key = NULL,
     wake_at_epoch_ms = NULL, published_at_epoch_ms = %(published)s
 WHERE workflow_uuid = %(w)s
 """

@@ -17,7 +17,7 @@ from tests.support import workflows as t
 from tests.support.helpers import Sql, poll
 
 CLEAR_WAIT = (
-    "UPDATE dbos.workflow_status SET wait_reason = NULL, wake_at_epoch_ms = NULL WHERE workflow_uuid = %s"
+    "UPDATE dbos.workflow_status SET wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL WHERE workflow_uuid = %s"
 )
 
 
@@ -64,7 +64,7 @@ def test_wake_time_is_fixed_at_the_first_execution(rt: Runtime, sql: Sql) -> Non
     wid = "nap-fixed"
     c: Conn
     with rt.db.tx() as c:
-        assert rt.engine.insert_workflow(c, t.sleeper, (1.0,), {}, workflow_id=wid)
+        assert rt.client.start_txn(c, t.sleeper, (1.0,), {}, workflow_id=wid).created
     t0 = clock.now_ms()
     assert str(rt.engine.execute(wid)) == "parked"
     wake_at = _wake_at(rt, wid)

@@ -9,6 +9,7 @@ EXPECTED = {
     ("dbos", "workflow_status"),
     ("dbos", "operation_outputs"),
     ("dbos", "notifications"),
+    ("dbos", "step_attempts"),
     ("app", "marks"),
     ("app", "workflow_runs"),
     ("app", "intents"),

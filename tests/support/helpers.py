@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kodo import clock
 from kodo.db.pool import Conn
 from kodo.runtime import Runtime
 from kodo.workflow.registry import WorkflowDef
@@ -30,4 +31,25 @@ def insert_unpublished(
     """
     c: Conn
     with rt.db.tx() as c:
-        assert rt.engine.insert_workflow(c, wf, args, {}, workflow_id=workflow_id, **options)
+        assert rt.client.start_txn(c, wf, args, {}, workflow_id=workflow_id, **options).created
+
+
+def deliver_until_settled(rt: Runtime, workflow_id: str, timeout: float = 10.0) -> list[str]:
+    """Deliver `workflow_id` in this process (as a worker would) until it no longer parks on a timer.
+
+    Each time it parks with a wake-up time (a retry backoff, a short sleep), wait until that time,
+    wake it with the reconciler's timer pass and deliver again. Returns every delivery's outcome.
+    """
+    reconciler = rt.reconciler()
+    deadline = time.monotonic() + timeout
+    outcomes = [str(rt.engine.execute(workflow_id))]
+    while outcomes[-1] == "parked":
+        wake_at = rt.client.get(workflow_id)["wake_at_epoch_ms"]
+        if wake_at is None:
+            break  # parked on something no timer ends (a message, a child)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{workflow_id} still parked after {timeout}s: {outcomes}")
+        time.sleep(max(wake_at - clock.now_ms(), 0) / 1000)
+        if reconciler.wake_timers():
+            outcomes.append(str(rt.engine.execute(workflow_id)))
+    return outcomes

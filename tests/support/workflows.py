@@ -12,7 +12,6 @@ from typing import Any
 
 from kodo import clock
 from kodo import workflow as wf
-from kodo.db.pool import Database
 from kodo.db.queries import Q
 from kodo.workflow import context
 
@@ -27,14 +26,8 @@ ON CONFLICT (workflow_id, effect) DO UPDATE SET n = test_effects.n + 1
 """
 
 
-def _db() -> Database:
-    ex = context.current()
-    assert ex is not None
-    return ex.engine.db
-
-
 def count_effect(effect: str) -> None:
-    with _db().conn() as c:
+    with context.connection() as c:
         c.execute(_COUNT, {"w": wf.current_workflow_id(), "e": effect})
 
 
@@ -180,7 +173,7 @@ def simulate_takeover() -> None:
     wid = wf.current_workflow_id()
     if os.environ.get(TAKEOVER_ENV) != wid:
         return
-    with _db().conn() as c:  # its own connection: the takeover commits while the step is running
+    with context.connection() as c:  # its own connection: the takeover commits while the step is running
         c.execute(_TAKEOVER, {"w": wid, "e": TAKEOVER_EXECUTOR})
 
 
@@ -208,7 +201,7 @@ def zombie(kind: str) -> list[str]:
 @wf.step(name="t.cancel_self")
 def cancel_self() -> None:
     """Cancel the running workflow from inside a step (a cancel that lands between two operations)."""
-    with _db().conn() as c:
+    with context.connection() as c:
         c.execute(Q["cancel_workflow"], {"workflow_uuid": wf.current_workflow_id(), "now": clock.now_ms()})
 
 

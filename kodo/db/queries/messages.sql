@@ -7,9 +7,9 @@ RETURNING message_uuid
 
 -- name: wake_receiver
 -- Wake the destination if it is parked on this topic. The caller holds its row lock (lock_workflow).
-UPDATE dbos.workflow_status SET wait_reason = NULL, wake_at_epoch_ms = NULL,
+UPDATE dbos.workflow_status SET wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
     published_at_epoch_ms = %(now)s, updated_at = %(now)s
-WHERE workflow_uuid = %(destination)s AND status = 'PENDING' AND wait_reason = %(reason)s
+WHERE workflow_uuid = %(destination)s AND status = 'PENDING' AND wait_kind = 'recv' AND wait_key = %(topic)s
 RETURNING workflow_uuid, queue_name
 
 -- name: take_message

@@ -1,11 +1,11 @@
 -- name: wake_due_timers
 -- Timers that are due (durable sleep, receive timeouts): clear the wait and hand back the rows to
 -- publish. Atomic, so each due timer is published by one reconciler even when many run.
-UPDATE dbos.workflow_status SET wait_reason = NULL, wake_at_epoch_ms = NULL,
+UPDATE dbos.workflow_status SET wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
     published_at_epoch_ms = %(now)s, updated_at = %(now)s
 WHERE workflow_uuid IN (
     SELECT workflow_uuid FROM dbos.workflow_status
-    WHERE wait_reason IS NOT NULL AND wake_at_epoch_ms <= %(now)s AND status = 'PENDING'
+    WHERE wait_kind IS NOT NULL AND wake_at_epoch_ms <= %(now)s AND status = 'PENDING'
       AND application_version = %(app_version)s
     ORDER BY wake_at_epoch_ms LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
@@ -14,7 +14,7 @@ RETURNING workflow_uuid, queue_name
 -- name: next_wake_at
 -- The earliest pending timer of this version (the timer loop sleeps until then).
 SELECT min(wake_at_epoch_ms) AS wake_at FROM dbos.workflow_status
-WHERE wait_reason IS NOT NULL AND wake_at_epoch_ms IS NOT NULL AND status = 'PENDING'
+WHERE wait_kind IS NOT NULL AND wake_at_epoch_ms IS NOT NULL AND status = 'PENDING'
   AND application_version = %(app_version)s
 
 -- name: republish_stale
@@ -25,7 +25,7 @@ UPDATE dbos.workflow_status SET published_at_epoch_ms = %(now)s, publish_count =
 WHERE workflow_uuid IN (
     SELECT workflow_uuid FROM dbos.workflow_status
     WHERE status IN ('ENQUEUED', 'PENDING') AND application_version = %(app_version)s
-      AND wait_reason IS NULL
+      AND wait_kind IS NULL
       AND (executor_id IS NULL OR lease_until_epoch_ms < %(now)s)
       AND coalesce(published_at_epoch_ms, 0)
           < %(now)s - %(republish_after)s::bigint * (1::bigint << least(publish_count, 6))
@@ -52,3 +52,11 @@ SELECT workflow_uuid FROM dbos.workflow_status
 WHERE status IN ('ENQUEUED', 'PENDING') AND workflow_deadline_epoch_ms < %(now)s
   AND application_version = %(app_version)s
 ORDER BY workflow_deadline_epoch_ms LIMIT %(limit)s
+
+-- name: try_singleton
+-- A fleet-wide lock held until the end of the current transaction (singleton reconciler passes).
+SELECT pg_try_advisory_xact_lock(%(key)s) AS got
+
+-- name: listen_timers
+-- The timer loops' channel: parking a timed wait notifies it (notify_timer).
+LISTEN kodo_timer

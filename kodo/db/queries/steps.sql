@@ -20,3 +20,16 @@ SELECT (SELECT status FROM renew) AS status, (SELECT count(*) FROM ins) AS inser
 -- One recorded operation (used after a conflicting insert).
 SELECT function_id, function_name, output, error, child_workflow_id FROM dbos.operation_outputs
 WHERE workflow_uuid = %(workflow_uuid)s AND function_id = %(function_id)s
+
+-- name: record_attempt
+-- A failed attempt of a retrying step, fenced like a checkpoint (the same transaction parks the
+-- workflow for the backoff). A repeated attempt number keeps the first row.
+WITH fenced AS (
+    SELECT 1 FROM dbos.workflow_status
+    WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
+)
+INSERT INTO dbos.step_attempts (workflow_uuid, function_id, attempt, error, started_at_epoch_ms,
+    completed_at_epoch_ms)
+SELECT %(workflow_uuid)s, %(function_id)s, %(attempt)s, %(error)s, %(started_at)s, %(now)s FROM fenced
+ON CONFLICT (workflow_uuid, function_id, attempt) DO NOTHING
+RETURNING 1 AS ok

@@ -14,8 +14,8 @@ RETURNING workflow_uuid, status, name
 -- name: get_workflow
 -- One workflow's row (read-only).
 SELECT workflow_uuid, status, name, queue_name, queue_partition_key, priority, application_version,
-       inputs, output, error, executor_id, lease_epoch, lease_until_epoch_ms, wait_reason,
-       wake_at_epoch_ms, parent_workflow_id, forked_from, recovery_attempts, max_recovery_attempts,
+       inputs, output, error, executor_id, lease_epoch, lease_until_epoch_ms, wait_reason, wait_kind,
+       wait_key, wake_at_epoch_ms, parent_workflow_id, forked_from, recovery_attempts, max_recovery_attempts,
        noop_deliveries, started_at_epoch_ms, created_at, updated_at
 FROM dbos.workflow_status WHERE workflow_uuid = %(workflow_uuid)s
 
@@ -46,7 +46,7 @@ WITH claimed AS (
     WHERE workflow_uuid = %(workflow_uuid)s
       AND status IN ('ENQUEUED', 'PENDING')
       AND application_version = %(app_version)s
-      AND wait_reason IS NULL
+      AND wait_kind IS NULL
       AND (executor_id IS NULL OR lease_until_epoch_ms < %(now)s)
     RETURNING workflow_uuid, status, lease_epoch, name, inputs, parent_workflow_id, recovery_attempts
 )
@@ -55,7 +55,13 @@ SELECT c.*,
                    'function_id', o.function_id, 'function_name', o.function_name,
                    'output', o.output, 'error', o.error, 'child_workflow_id', o.child_workflow_id)),
                 '[]'::json)
-        FROM dbos.operation_outputs o WHERE o.workflow_uuid = c.workflow_uuid) AS recorded
+        FROM dbos.operation_outputs o WHERE o.workflow_uuid = c.workflow_uuid) AS recorded,
+       (SELECT coalesce(json_agg(json_build_object(
+                   'function_id', a.function_id, 'attempt', a.attempt,
+                   'started_at', a.started_at_epoch_ms, 'completed_at', a.completed_at_epoch_ms)
+                   ORDER BY a.function_id, a.attempt),
+                '[]'::json)
+        FROM dbos.step_attempts a WHERE a.workflow_uuid = c.workflow_uuid) AS attempts
 FROM claimed c
 
 -- name: count_noop_delivery
@@ -86,7 +92,7 @@ FOR NO KEY UPDATE
 
 -- name: park_workflow
 -- Release the lease and wait; a timer (wake_at), message or child completion republishes the run.
-UPDATE dbos.workflow_status SET wait_reason = %(reason)s, wake_at_epoch_ms = %(wake_at)s,
+UPDATE dbos.workflow_status SET wait_kind = %(wait_kind)s, wait_key = %(wait_key)s, wake_at_epoch_ms = %(wake_at)s,
     executor_id = NULL, lease_until_epoch_ms = NULL, updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
   AND status = 'PENDING'
@@ -100,7 +106,8 @@ SELECT pg_notify('kodo_timer', %(wake_at)s::text)
 -- Terminal write, fenced. Cancel wins: a CANCELLED row is not overwritten. A deduplication id only
 -- holds while the workflow is in flight, so a finished one frees it.
 UPDATE dbos.workflow_status SET status = %(status)s, output = %(output)s, error = %(error)s,
-    deduplication_id = NULL, executor_id = NULL, lease_until_epoch_ms = NULL, wait_reason = NULL, wake_at_epoch_ms = NULL,
+    deduplication_id = NULL, executor_id = NULL, lease_until_epoch_ms = NULL, wait_kind = NULL, wait_key = NULL,
+    wake_at_epoch_ms = NULL,
     updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
   AND status = 'PENDING'
@@ -109,11 +116,11 @@ RETURNING parent_workflow_id
 -- name: wake_parent
 -- After a child finished: wake the parent if it waits for this child, or for all children and none
 -- is left running. The caller holds the parent's row lock (lock_workflow) from before the child's write.
-UPDATE dbos.workflow_status p SET wait_reason = NULL, wake_at_epoch_ms = NULL,
+UPDATE dbos.workflow_status p SET wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
     published_at_epoch_ms = %(now)s, updated_at = %(now)s
 WHERE p.workflow_uuid = %(parent)s AND p.status = 'PENDING'
-  AND (p.wait_reason = 'child:' || %(child)s
-       OR (p.wait_reason = 'children' AND NOT EXISTS (
+  AND ((p.wait_kind = 'child' AND p.wait_key = %(child)s)
+       OR (p.wait_kind = 'children' AND NOT EXISTS (
              SELECT 1 FROM dbos.workflow_status c
              WHERE c.parent_workflow_id = p.workflow_uuid AND c.status IN ('ENQUEUED', 'PENDING'))))
 RETURNING p.workflow_uuid, p.queue_name
@@ -138,7 +145,7 @@ WHERE parent_workflow_id = %(parent)s
 -- name: cancel_workflow
 -- Cancel is a status transition; the runner stops at its next step boundary. The lease stays with
 -- the runner (if any) so a quick resume cannot start a second runner beside it.
-UPDATE dbos.workflow_status SET status = 'CANCELLED', wait_reason = NULL, wake_at_epoch_ms = NULL,
+UPDATE dbos.workflow_status SET status = 'CANCELLED', wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
     deduplication_id = NULL, updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND status IN ('ENQUEUED', 'PENDING')
 RETURNING workflow_uuid
@@ -148,7 +155,7 @@ RETURNING workflow_uuid
 -- PENDING (that runner simply carries on); otherwise it is ENQUEUED and republished.
 UPDATE dbos.workflow_status SET
     status = CASE WHEN executor_id IS NULL THEN 'ENQUEUED' ELSE 'PENDING' END,
-    recovery_attempts = 0, wait_reason = NULL, wake_at_epoch_ms = NULL,
+    recovery_attempts = 0, wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
     published_at_epoch_ms = %(now)s, updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s
   AND status IN ('CANCELLED', 'ENQUEUED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
@@ -177,3 +184,8 @@ FROM dbos.operation_outputs WHERE workflow_uuid = %(workflow_uuid)s ORDER BY fun
 -- Workflow counts per queue, version and status (admin /queues).
 SELECT queue_name, application_version, status, count(*) AS workflows
 FROM dbos.workflow_status GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+
+-- name: mark_unpublished
+-- A publish failed (broker down): the next reconciler pass rings this row again.
+UPDATE dbos.workflow_status SET published_at_epoch_ms = 0, publish_count = 0
+WHERE workflow_uuid = %(workflow_uuid)s AND status IN ('ENQUEUED', 'PENDING')

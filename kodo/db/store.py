@@ -1,0 +1,349 @@
+"""The Postgres adapter of the workflow layer's `Store` port: every `dbos.*` statement the engine runs.
+
+Each method is one named query of `kodo/db/queries/*.sql`; a `PgSession` is one pooled connection,
+autocommitting unless inside `transaction()`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from kodo.db.pool import Conn, Database, connect
+from kodo.db.queries import Q
+from kodo.records import (
+    Attempt,
+    Boundary,
+    Checkpoint,
+    Claim,
+    Doorbell,
+    DuplicateError,
+    Fence,
+    NewWorkflow,
+    NoopReason,
+    Recorded,
+    Row,
+)
+from kodo.states import Wait, WorkflowStatus
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached (the run is recovered later), as opposed to a failing step."""
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def _bell(row: Row | None) -> Doorbell | None:
+    return None if row is None else Doorbell(row["workflow_uuid"], row["queue_name"])
+
+
+def _fence(f: Fence) -> dict[str, Any]:
+    return {"workflow_uuid": f.workflow_id, "epoch": f.epoch, "executor_id": f.executor_id}
+
+
+def _json_list(value: Any) -> list[dict[str, Any]]:
+    return list(json.loads(value) if isinstance(value, str) else value or [])
+
+
+class PgSession:
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    @property
+    def handle(self) -> Conn:
+        return self.conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.conn.transaction():
+            yield
+
+    def _one(self, name: str, params: dict[str, Any] | None = None) -> Row | None:
+        return self.conn.execute(Q[name], params).fetchone()
+
+    def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
+        return self.conn.execute(Q[name], params).fetchall()
+
+    # ---- claiming --------------------------------------------------------------------------
+
+    def claim(
+        self, workflow_id: str, executor_id: str, app_version: str, now: int, lease_until: int
+    ) -> Claim | None:
+        row = self._one(
+            "claim_workflow",
+            {
+                "workflow_uuid": workflow_id,
+                "executor_id": executor_id,
+                "app_version": app_version,
+                "now": now,
+                "lease_until": lease_until,
+            },
+        )
+        if row is None:
+            return None
+        return Claim(
+            workflow_id=workflow_id,
+            status=WorkflowStatus(row["status"]),
+            epoch=int(row["lease_epoch"]),
+            name=row["name"],
+            inputs=row["inputs"],
+            parent=row["parent_workflow_id"],
+            recovery_attempts=int(row["recovery_attempts"]),
+            recorded=[Recorded(**r) for r in _json_list(row["recorded"])],
+            attempts=[Attempt(**a) for a in _json_list(row["attempts"])],
+        )
+
+    def count_noop(self, workflow_id: str, app_version: str) -> NoopReason | None:
+        row = self._one("count_noop_delivery", {"workflow_uuid": workflow_id, "app_version": app_version})
+        if row is None:
+            return None
+        return NoopReason(
+            status=WorkflowStatus(row["status"]),
+            executor_id=row["executor_id"],
+            epoch=int(row["lease_epoch"]),
+            wait=row["wait_reason"],
+            app_version=row["application_version"],
+        )
+
+    def expire_lease(self, workflow_id: str, executor_id: str, epoch: int, now: int) -> None:
+        self._one(
+            "expire_lease",
+            {"workflow_uuid": workflow_id, "executor_id": executor_id, "epoch": epoch, "now": now},
+        )
+
+    # ---- a claimed run's writes (fenced) ---------------------------------------------------
+
+    def record(
+        self, fence: Fence, cp: Checkpoint, now: int, lease_until: int
+    ) -> tuple[WorkflowStatus | None, bool]:
+        row = self._one(
+            "record_step",
+            {
+                **_fence(fence),
+                "function_id": cp.function_id,
+                "function_name": cp.function_name,
+                "output": cp.output,
+                "error": cp.error,
+                "child_workflow_id": cp.child_workflow_id,
+                "started_at": cp.started_at,
+                "now": now,
+                "lease_until": lease_until,
+            },
+        )
+        if row is None or row["status"] is None:
+            return None, False
+        return WorkflowStatus(row["status"]), int(row["inserted"]) > 0
+
+    def record_attempt(
+        self, fence: Fence, attempt: int, function_id: int, error: str, started_at: int, now: int
+    ) -> bool:
+        row = self._one(
+            "record_attempt",
+            {
+                **_fence(fence),
+                "function_id": function_id,
+                "attempt": attempt,
+                "error": error,
+                "started_at": started_at,
+                "now": now,
+            },
+        )
+        return row is not None
+
+    def get_step(self, workflow_id: str, function_id: int) -> Recorded | None:
+        row = self._one("get_step", {"workflow_uuid": workflow_id, "function_id": function_id})
+        return None if row is None else Recorded(**row)
+
+    def boundary(self, workflow_id: str) -> Boundary | None:
+        row = self._one("check_boundary", {"workflow_uuid": workflow_id})
+        if row is None:
+            return None
+        return Boundary(WorkflowStatus(row["status"]), int(row["lease_epoch"]), row["executor_id"])
+
+    def lock_own(self, fence: Fence) -> WorkflowStatus | None:
+        row = self._one("lock_own", _fence(fence))
+        return None if row is None else WorkflowStatus(row["status"])
+
+    def lock(self, workflow_id: str) -> Row | None:
+        return self._one("lock_workflow", {"workflow_uuid": workflow_id})
+
+    def park(self, fence: Fence, wait: Wait, wake_at: int | None, now: int) -> bool:
+        row = self._one(
+            "park_workflow",
+            {
+                **_fence(fence),
+                "wait_kind": wait.kind.value,
+                "wait_key": wait.key,
+                "wake_at": wake_at,
+                "now": now,
+            },
+        )
+        if row is not None and wake_at is not None:
+            self._one("notify_timer", {"wake_at": wake_at})
+        return row is not None
+
+    def release(self, fence: Fence, now: int) -> bool:
+        return self._one("release_lease", {**_fence(fence), "now": now}) is not None
+
+    def complete(
+        self, fence: Fence, status: WorkflowStatus, output: str | None, error: str | None, now: int
+    ) -> bool:
+        row = self._one(
+            "complete_workflow",
+            {**_fence(fence), "status": status.value, "output": output, "error": error, "now": now},
+        )
+        return row is not None
+
+    # ---- wakers ----------------------------------------------------------------------------
+
+    def wake_parent(self, parent: str, child: str, now: int) -> Doorbell | None:
+        return _bell(self._one("wake_parent", {"parent": parent, "child": child, "now": now}))
+
+    def wake_receiver(self, destination: str, topic: str, now: int) -> Doorbell | None:
+        return _bell(self._one("wake_receiver", {"destination": destination, "topic": topic, "now": now}))
+
+    def insert_notification(
+        self, message_uuid: str, destination: str, topic: str, message: str, now: int
+    ) -> bool:
+        row = self._one(
+            "insert_notification",
+            {
+                "message_uuid": message_uuid,
+                "destination": destination,
+                "topic": topic,
+                "message": message,
+                "now": now,
+            },
+        )
+        return row is not None
+
+    def take_message(self, workflow_id: str, topic: str, function_id: int, now: int) -> str | None:
+        row = self._one(
+            "take_message",
+            {"workflow_uuid": workflow_id, "topic": topic, "now": now, "function_id": function_id},
+        )
+        return None if row is None else str(row["message"])
+
+    # ---- workflows -------------------------------------------------------------------------
+
+    def insert_workflow(self, new: NewWorkflow, now: int) -> Doorbell | None:
+        params = {
+            "workflow_uuid": new.workflow_id,
+            "name": new.name,
+            "queue_name": new.queue,
+            "partition_key": new.partition_key,
+            "priority": new.priority,
+            "deduplication_id": new.deduplication_id,
+            "app_version": new.app_version,
+            "inputs": new.inputs,
+            "parent": new.parent,
+            "forked_from": new.forked_from,
+            "max_recovery_attempts": new.max_recovery_attempts,
+            "timeout_ms": new.timeout_ms,
+            "now": now,
+        }
+        if new.deduplication_id is None:  # only the deduplication index can raise: no savepoint needed
+            row = self._one("insert_workflow", params)
+        else:
+            try:
+                # A savepoint (inside a transaction) keeps a clash from poisoning the caller's work.
+                with self.conn.transaction():
+                    row = self._one("insert_workflow", params)
+            except psycopg.errors.UniqueViolation as exc:
+                raise DuplicateError(new.deduplication_id) from exc
+        return None if row is None else Doorbell(new.workflow_id, new.queue)
+
+    def get_workflow(self, workflow_id: str) -> Row | None:
+        return self._one("get_workflow", {"workflow_uuid": workflow_id})
+
+    def child_states(self, parent: str) -> list[Row]:
+        return self._all("child_states", {"parent": parent})
+
+    def cancel(self, workflow_id: str, now: int) -> bool:
+        return self._one("cancel_workflow", {"workflow_uuid": workflow_id, "now": now}) is not None
+
+    def resume(self, workflow_id: str, now: int) -> Doorbell | None:
+        return _bell(self._one("resume_workflow", {"workflow_uuid": workflow_id, "now": now}))
+
+    def max_function_id(self, workflow_id: str) -> int:
+        row = self._one("max_function_id", {"workflow_uuid": workflow_id})
+        return int(row["max_id"]) if row is not None else 0
+
+    def fork_copy(self, new_workflow_id: str, workflow_id: str, start_step: int) -> None:
+        self.conn.execute(
+            Q["fork_copy_outputs"],
+            {"new_workflow_uuid": new_workflow_id, "workflow_uuid": workflow_id, "start_step": start_step},
+        )
+
+    def list_steps(self, workflow_id: str) -> list[Row]:
+        return self._all("list_steps", {"workflow_uuid": workflow_id})
+
+    def renew_leases(self, executor_id: str, lease_until: int) -> None:
+        self.conn.execute(Q["renew_leases"], {"executor_id": executor_id, "lease_until": lease_until})
+
+    def mark_unpublished(self, workflow_id: str) -> None:
+        self.conn.execute(Q["mark_unpublished"], {"workflow_uuid": workflow_id})
+
+    # ---- reconciler ------------------------------------------------------------------------
+
+    def wake_due_timers(self, now: int, app_version: str, limit: int) -> list[Doorbell]:
+        rows = self._all("wake_due_timers", {"now": now, "app_version": app_version, "limit": limit})
+        return [Doorbell(r["workflow_uuid"], r["queue_name"]) for r in rows]
+
+    def next_wake_at(self, app_version: str) -> int | None:
+        row = self._one("next_wake_at", {"app_version": app_version})
+        return None if row is None or row["wake_at"] is None else int(row["wake_at"])
+
+    def leases_on_host(self, host_prefix: str) -> list[Row]:
+        return self._all("leases_on_host", {"host_prefix": host_prefix})
+
+    def republish_stale(self, now: int, app_version: str, limit: int, republish_after: int) -> list[Doorbell]:
+        rows = self._all(
+            "republish_stale",
+            {"now": now, "app_version": app_version, "limit": limit, "republish_after": republish_after},
+        )
+        return [Doorbell(r["workflow_uuid"], r["queue_name"]) for r in rows]
+
+    def expired_workflows(self, now: int, app_version: str, limit: int) -> list[str]:
+        rows = self._all("expired_workflows", {"now": now, "app_version": app_version, "limit": limit})
+        return [str(r["workflow_uuid"]) for r in rows]
+
+    def try_singleton(self, key: int) -> bool:
+        row = self._one("try_singleton", {"key": key})
+        return bool(row and row["got"])
+
+
+class PgTimerListener:
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    def wait(self, timeout_s: float) -> None:
+        for _ in self.conn.notifies(timeout=timeout_s, stop_after=1):
+            pass
+
+
+class PgStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @contextmanager
+    def session(self) -> Iterator[PgSession]:
+        with self.db.conn() as c:
+            yield PgSession(c)
+
+    def bind(self, handle: Any) -> PgSession:
+        return PgSession(handle)
+
+    @contextmanager
+    def listen_timers(self) -> Iterator[PgTimerListener]:
+        with connect(self.db.url) as c:
+            c.execute(Q["listen_timers"])
+            yield PgTimerListener(c)
+
+    @contextmanager
+    def product_connection(self, transaction: bool = False) -> Iterator[Conn]:
+        with self.db.tx() if transaction else self.db.conn() as c:
+            yield c

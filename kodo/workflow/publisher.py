@@ -1,0 +1,73 @@
+"""The one place that publishes: commit first, then ring the doorbells the transaction produced.
+
+Store transitions return `Doorbell`s; code collects them in a `Bells` while its transaction is
+open, and `Publisher.commit_then_publish` rings them only after the commit. A publish that fails
+(broker down) marks the row unpublished, so the next reconciler pass rings it again; a crash
+between commit and publish loses nothing either, because the reconciler republishes what Postgres
+says is runnable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from kodo.records import Doorbell
+from kodo.workflow.ports import Dispatcher, Session, Store
+
+log = logging.getLogger(__name__)
+
+
+class Bells:
+    """The doorbells to ring once the current transaction has committed."""
+
+    def __init__(self) -> None:
+        self._bells: list[Doorbell] = []
+
+    def add(self, *bells: Doorbell | None) -> None:
+        self._bells.extend(b for b in bells if b is not None)
+
+    def __iter__(self) -> Iterator[Doorbell]:
+        return iter(self._bells)
+
+    def __len__(self) -> int:
+        return len(self._bells)
+
+
+class Publisher:
+    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+
+    @contextmanager
+    def commit_then_publish(self, session: Session, *, atomic: bool = True) -> Iterator[Bells]:
+        """Run the block in a transaction (or, `atomic=False`, one autocommitted statement); after
+        it commits, ring what it collected. Nothing is rung if the block raises."""
+        bells = Bells()
+        if atomic:
+            with session.transaction():
+                yield bells
+        else:
+            yield bells
+        self.ring(bells)
+
+    def ring(self, bells: Iterable[Doorbell]) -> None:
+        for bell in bells:
+            try:
+                self.dispatcher.publish(bell.workflow_id, bell.queue)
+            except Exception:
+                log.warning(
+                    "publish of %s to %s failed; the reconciler will retry",
+                    bell.workflow_id,
+                    bell.queue,
+                    exc_info=True,
+                )
+                self._mark_unpublished(bell.workflow_id)
+
+    def _mark_unpublished(self, workflow_id: str) -> None:
+        try:
+            with self.store.session() as s:
+                s.mark_unpublished(workflow_id)
+        except Exception:  # the database is down too: the republish window still covers the row
+            log.warning("could not mark %s unpublished", workflow_id, exc_info=True)
