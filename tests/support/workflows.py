@@ -254,3 +254,18 @@ def crash_twin(sleep_ms: int) -> str:
     wf.sleep(sleep_ms / 1000)
     tx_effect("s2")
     return "ok"
+
+
+@wf.step(name="t.slow_flaky", retry=wf.RetryPolicy(max_attempts=3, interval_s=1.0, backoff=2.0))
+def slow_flaky(succeed_on: int) -> int:
+    """Counts each attempt by number (`attempt-<n>`), so a test can tell every attempt ran once."""
+    attempt = context.step_attempt()
+    count_effect(f"attempt-{attempt}")
+    if attempt < succeed_on:
+        raise ConnectionError(f"attempt {attempt} failed")
+    return attempt
+
+
+@wf.workflow(name="t.slow_retrying", queue="intentQ")
+def slow_retrying(succeed_on: int) -> int:
+    return int(slow_flaky(succeed_on))
