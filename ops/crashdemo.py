@@ -32,20 +32,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
-import sys
 import time
-import urllib.error
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kodo.config import Settings
 from ops import processes, soak
-from ops.processes import env_int
-from ops.soak import SqlReader, Stack
+from ops.http_client import http_json, poll_json
+from ops.procfile import Stack
+from ops.soak import SqlReader, env_int
 
 KILL_POINTS = ("sleep", "step", "committed")
 TIMED = "timed"
@@ -57,7 +54,7 @@ STATUS_TIMEOUT_S = 10.0
 MAX_MEDIAN_RECOVERY_S = 5.0
 TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
-say = processes.progress("crashdemo")
+say = soak.progress("crashdemo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,9 +134,7 @@ class RoundResult:
         )
 
     def line(self, total: int) -> str:
-        rec = "n/a" if self.recovery_s is None else f"{self.recovery_s:.2f}s"
-        if self.restart_s is not None:
-            rec += f" (worker_back={self.restart_s:.2f}s)"
+        rec = soak.recovery_text(self.recovery_s, self.restart_s)
         verdict = "converged" if self.converged else f"FAILED {self.error}".rstrip()
         return (
             f"round {self.round}/{total} kill={self.kill_point} wf={self.workflow_id} recovery={rec} "
@@ -176,7 +171,7 @@ class Demo(SqlReader):
 
     # ---- one round ---------------------------------------------------------------------------
 
-    def _wait_kill_point(self, point: str, wid: str, posted: float, fault_file: Path, stack: Stack) -> None:
+    def _wait_kill_point(self, point: str, wid: str, posted: float, stack: Stack) -> None:
         if point == TIMED:
             time.sleep(max(posted + self.args.kill_after - time.monotonic(), 0.0))
         elif point == "sleep":
@@ -187,34 +182,24 @@ class Demo(SqlReader):
 
             processes.wait_until("the durable sleep", sleeping, KILL_POINT_TIMEOUT_S)
         else:
-
-            def reached() -> bool:
-                worker = stack.procs["intent"]
-                if not worker.running():
-                    raise RuntimeError(f"worker exited before the fault point:\n{worker.tail()}")
-                return fault_file.exists() and bool(fault_file.read_text().strip())
-
-            processes.wait_until(f"fault point {FAULTS[point]}", reached, KILL_POINT_TIMEOUT_S)
-            say(f"  worker hangs at {fault_file.read_text().strip()}")
+            say(f"  worker hangs at {stack.procs['intent'].wait_fault(timeout=KILL_POINT_TIMEOUT_S)}")
 
     def _wait_marks(self, stack: Stack, wid: str) -> dict[str, int]:
-        """Poll GET /marks every 100 ms until s1=1 and s2=1 (the original's assert-marks)."""
-        deadline = time.monotonic() + MARKS_TIMEOUT_S
+        """Poll GET /marks every 100 ms until s1=1 and s2=1 (the original's assert-marks); a
+        duplicate (a mark above 1) ends it at once."""
         marks: dict[str, int] = {}
-        while True:
-            try:
-                status, body = processes.http_json("GET", f"{stack.api_url}/marks?wf={wid}", 2.0)
-                if status == 200 and isinstance(body, dict):
-                    marks = {k: int(v) for k, v in body.items()}
-            except (OSError, urllib.error.URLError):
-                pass
-            if marks.get("s1", 0) > 1 or marks.get("s2", 0) > 1:
-                return marks  # a duplicate: no point waiting
-            if marks.get("s1") == 1 and marks.get("s2") == 1:
-                return marks
-            if time.monotonic() > deadline:
-                return marks
-            time.sleep(0.1)
+
+        def settled(status: int, body: Any) -> bool:
+            nonlocal marks
+            if status == 200 and isinstance(body, dict):
+                marks = {k: int(v) for k, v in body.items()}
+            return max(marks.get("s1", 0), marks.get("s2", 0)) > 1 or (marks.get("s1"), marks.get("s2")) == (
+                1,
+                1,
+            )
+
+        poll_json(f"{stack.api_url}/marks?wf={wid}", settled, MARKS_TIMEOUT_S)
+        return marks
 
     def run_round(self, n: int, total: int, point: str) -> RoundResult:
         wid = f"wf_crashdemo_{time.time_ns()}_{random.randint(0, 32767)}"
@@ -227,12 +212,12 @@ class Demo(SqlReader):
                 + (f" (armed {FAULTS[point]})" if point in FAULTS else "")
             )
             stack.start(("reconciler", "api", "intent"), faults=FAULTS.get(point), fault_file=fault_file)
-            status, body = processes.http_json("POST", f"{stack.api_url}/crashdemo?wf={wid}")
+            status, body = http_json("POST", f"{stack.api_url}/crashdemo?wf={wid}")
             posted = time.monotonic()
             if status != 202:
                 raise RuntimeError(f"POST /crashdemo answered {status} {body}")
             say(f"  POST /crashdemo?wf={wid} -> 202")
-            self._wait_kill_point(point, wid, posted, fault_file, stack)
+            self._wait_kill_point(point, wid, posted, stack)
             before = self.ops(wid)
             kill_ms = stack.kill9(("intent", "api"))
             say(
@@ -277,44 +262,29 @@ class Demo(SqlReader):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.rounds < 1:
-        print("--rounds must be >= 1", file=sys.stderr)
+    if soak.bad_usage(args):
         return 2
-    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
-    version = f"crashdemo-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    env = dict(os.environ)
-    env.update(
-        {
-            "KODO_APP_VERSION": version,  # version parity: only this invocation's processes run its work
-            "WF_SLEEP_MS": str(args.sleep_ms),
-            "PORT": str(args.port),
-            "ADMIN_PORT": str(args.admin_port),
-        }
+    version = soak.stamp("crashdemo")
+    # KODO_APP_VERSION: version parity, only this invocation's processes run its work
+    env = soak.proof_env(args, {"KODO_APP_VERSION": version, "WF_SLEEP_MS": str(args.sleep_ms)})
+    run = soak.prepare(
+        args,
+        env,
+        prefix="crashdemo",
+        version=version,
+        details=f"WF_SLEEP_MS={args.sleep_ms}",
+        kind=("kill point", args.kill_point, plan_kill_points),
+        say=say,
     )
-    for var in processes.FAULT_VARS:
-        env.pop(var, None)
-    settings = Settings.from_env(env)
-    log_dir = soak.prepare(args, settings, "crashdemo")
-    if log_dir is None:
+    if run is None:
         return 2
-    points = plan_kill_points(args.kill_point, args.rounds, seed)
-    say(
-        f"database {settings.database_url.rsplit('/', 1)[-1]}, broker {settings.broker_url}, "
-        f"app version {version}, WF_SLEEP_MS={args.sleep_ms}, rounds={args.rounds}, "
-        f"kill point {args.kill_point}"
-        + (f" (seed {seed})" if args.kill_point == "random" else "")
-        + f", logs in {log_dir}; migrations applied"
+    demo = Demo(args, env, run.settings, run.log_dir)
+    return soak.run_proof(
+        demo,
+        run.plan,
+        say,
+        lambda results: soak.summarize(results, run.plan, "kill_points", args.max_median_recovery),
     )
-    demo = Demo(args, env, settings, log_dir)
-    try:
-        results = soak.run_rounds(points, demo.run_round, say)
-    finally:
-        demo.close()
-    if results is None:
-        return 130
-    text, ok = soak.summarize(results, points, "kill_points", args.max_median_recovery)
-    print(text, flush=True)
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ for 10 rounds with `--kill random`). Each round, against the database of the env
    kill landed inside ExecuteST); the parent workflow and every child are SUCCESS;
 7. prints one line: round, kill, run id, recovery seconds, worker_back seconds, oracles, verdict.
 
+The SQL reads and the oracles of step 6 are `ops.intentoracles`'.
+
 Recovery = the run's `succeeded` write (app.runs.updated_at) - the kill: how long the crash kept the
 run from finishing, restart of the worker included (`worker_back`: kill -> the second worker ready).
 With the 5 s sleep only in the killed worker, an undisturbed run would have finished ~5 s after the
@@ -47,18 +49,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import sys
-import time
-import urllib.error
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kodo.config import Settings
 from ops import processes, soak
-from ops.soak import SqlReader, Stack
+from ops.http_client import http_json, poll_json
+from ops.intentoracles import IntentRunSql
+from ops.procfile import Stack
 
 KILLS = ("sbx", "workers")
 GOAL = "chaos sleep 5"
@@ -69,17 +68,15 @@ RUN_BODY = {
     "queuePartitionKey": PARTITION,
     "workload": {"concurrency": 2, "steps": 3, "sandboxMinutes": 2},
 }
-REUSED_STEPS = ("CompileST", "ApplyPatchST", "DecideST")
 CHAOS_SLEEP_MS = 5000
 KILL_POINT_TIMEOUT_S = 30.0
 SUCCEEDED_TIMEOUT_S = 60.0
-STATUS_TIMEOUT_S = 10.0
 MAX_MEDIAN_RECOVERY_S = 20.0
 SBX_CONCURRENCY = 4  # the Procfile's default KODO_SBX_CONCURRENCY
 SETTLE_S = 1.5
 FAILED = ("failed", "retries_exceeded", "canceled")
 
-say = processes.progress("intentchaos")
+say = soak.progress("intentchaos")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,9 +154,7 @@ class RoundResult:
         )
 
     def line(self, total: int) -> str:
-        rec = "n/a" if self.recovery_s is None else f"{self.recovery_s:.2f}s"
-        if self.restart_s is not None:
-            rec += f" (worker_back={self.restart_s:.2f}s)"
+        rec = soak.recovery_text(self.recovery_s, self.restart_s)
         checks = " ".join(f"{k}={v}" for k, v in self.checks.items()) or "-"
         if self.converged:
             verdict = "converged"
@@ -171,7 +166,7 @@ class RoundResult:
         )
 
 
-class Chaos(SqlReader):
+class Chaos(IntentRunSql):
     def __init__(
         self, args: argparse.Namespace, env: dict[str, str], settings: Settings, log_dir: Path, stamp: str
     ) -> None:
@@ -181,42 +176,13 @@ class Chaos(SqlReader):
         self.log_dir = log_dir
         self.stamp = stamp
 
-    # ---- SQL (the truth: app.* for the product, dbos.* for the engine) ---------------------------
-
-    def run_row(self, run_id: str) -> dict[str, Any]:
-        rows = self.sql(
-            "SELECT status, last_step, error, (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms "
-            "FROM app.runs WHERE id = %s",
-            (run_id,),
-        )
-        if not rows:
-            raise RuntimeError(f"run {run_id} has no app.runs row")
-        return rows[0]
-
-    def children(self, workflow_id: str) -> list[dict[str, Any]]:
-        return self.sql(
-            "SELECT workflow_uuid, status, executor_id, recovery_attempts FROM dbos.workflow_status "
-            "WHERE parent_workflow_id = %s AND queue_name = 'sbxQ' ORDER BY workflow_uuid",
-            (workflow_id,),
-        )
-
-    def count(self, query: str, params: tuple[Any, ...]) -> int:
-        return int(next(iter(self.sql(query, params)[0].values())))
-
     # ---- HTTP (the runbook's new_intent / new_run / approve / wait_status) ------------------------
 
     def _post(self, stack: Stack, path: str, body: Any, want: int) -> dict[str, Any]:
-        status, answer = processes.http_json("POST", f"{stack.api_url}{path}", 10.0, body)
+        status, answer = http_json("POST", f"{stack.api_url}{path}", 10.0, body)
         if status != want or not isinstance(answer, dict):
             raise RuntimeError(f"POST {path} answered {status} {answer}")
         return answer
-
-    def _view_status(self, stack: Stack, run_id: str) -> str | None:
-        try:
-            status, body = processes.http_json("GET", f"{stack.api_url}/runs/{run_id}", 2.0)
-        except (OSError, urllib.error.URLError):
-            return None
-        return str(body.get("status")) if status == 200 and isinstance(body, dict) else None
 
     # ---- one round ---------------------------------------------------------------------------
 
@@ -233,8 +199,7 @@ class Chaos(SqlReader):
 
         def held_by_sbx(at_least: int) -> bool:
             nonlocal state
-            if not sbx.running():
-                raise RuntimeError(f"the sbx worker exited before the kill point:\n{sbx.tail()}")
+            sbx.ensure_running(" before the kill point")
             run = self.run_row(run_id)
             if run["status"] in FAILED:
                 raise RuntimeError(f"run {run_id} is {run['status']} before the kill: {run['error']}")
@@ -265,84 +230,16 @@ class Chaos(SqlReader):
 
     def _wait_succeeded(self, stack: Stack, run_id: str) -> str:
         """Poll GET /runs/:id every 100 ms until succeeded (a failed status ends it at once)."""
-        deadline = time.monotonic() + self.args.timeout
-        status: str | None = None
-        while time.monotonic() < deadline:
-            status = self._view_status(stack, run_id)
-            if status == "succeeded" or status in FAILED:
-                return status
-            time.sleep(0.1)
-        return status or "?"
 
-    def _oracles(self, result: RoundResult, run_id: str, workflow_id: str, kill_ms: int) -> None:
-        """The SQL checks of the original script and of seed 000 L13/L17, for this run."""
-        checks, failures = result.checks, result.failures
-        steps = self.sql(
-            "SELECT step_id, attempt, output->>'attempt' AS out_attempt FROM app.run_steps "
-            "WHERE run_id = %s ORDER BY started_at, step_id",
-            (run_id,),
+        def status_of(status: int, body: Any) -> str | None:
+            return str(body.get("status")) if status == 200 and isinstance(body, dict) else None
+
+        last = poll_json(
+            f"{stack.api_url}/runs/{run_id}",
+            lambda *answer: status_of(*answer) in ("succeeded", *FAILED),
+            self.args.timeout,
         )
-        for step in (*REUSED_STEPS, "ExecuteST"):
-            rows = [s for s in steps if s["step_id"] == step]
-            checks[step] = ",".join(f"a{r['attempt']}" for r in rows) or "none"
-            if step in REUSED_STEPS and [(r["attempt"], r["out_attempt"]) for r in rows] != [(1, "1")]:
-                failures.append(
-                    f"{step} rows {[(r['attempt'], r['out_attempt']) for r in rows]}, want one attempt 1"
-                )
-            if step == "ExecuteST" and len(rows) != 1:
-                failures.append(f"ExecuteST rows {len(rows)}, want 1")
-
-        receipts = self.sql("SELECT seen_count FROM app.mock_receipts WHERE run_id = %s", (run_id,))
-        dup_receipts = sum(1 for r in receipts if int(r["seen_count"]) > 1)
-        checks["receipts"] = str(len(receipts))
-        checks["dup_receipts"] = str(dup_receipts)
-        if dup_receipts:
-            failures.append(f"{dup_receipts} receipt(s) with seen_count>1")
-        if len(receipts) != 1:
-            failures.append(f"{len(receipts)} receipts, want 1")
-
-        sbx = self.sql(
-            "SELECT task_key, attempt, err_code, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms "
-            "FROM app.sbx_runs WHERE run_id = %s",
-            (run_id,),
-        )
-        dup_sbx = self.count(
-            "SELECT count(*) FROM (SELECT 1 FROM app.sbx_runs WHERE run_id = %s "
-            "GROUP BY run_id, step_id, task_key, attempt HAVING count(*) > 1) d",
-            (run_id,),
-        )
-        checks["sbx_runs"] = str(len(sbx))
-        checks["dup_sbx"] = str(dup_sbx)
-        if dup_sbx:
-            failures.append(f"{dup_sbx} duplicate (run_id,step_id,task_key,attempt) in app.sbx_runs")
-        if len(sbx) != self.args.tasks or len({r["task_key"] for r in sbx}) != self.args.tasks:
-            failures.append(f"{len(sbx)} sbx_runs rows for {self.args.tasks} tasks")
-        bad = sorted({(r["attempt"], r["err_code"]) for r in sbx} - {(1, "NONE")})
-        if bad:
-            failures.append(f"sbx_runs attempts/err_codes {bad}, want only (1, NONE)")
-        early = sum(1 for r in sbx if int(r["created_ms"]) <= kill_ms)
-        if early:
-            failures.append(f"{early} sbx_runs row(s) recorded before the kill: it missed ExecuteST")
-
-        def engine_done() -> bool:
-            rows = self.sql(
-                "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %s OR parent_workflow_id = %s",
-                (workflow_id, workflow_id),
-            )
-            return all(r["status"] == "SUCCESS" for r in rows)
-
-        with contextlib.suppress(TimeoutError):  # reported below
-            processes.wait_until("the workflows SUCCESS", engine_done, STATUS_TIMEOUT_S, 0.05)
-        kids = self.children(workflow_id)
-        checks["children_recovered"] = str(sum(1 for k in kids if int(k["recovery_attempts"]) > 0))
-        wf_status = self.sql(
-            "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %s", (workflow_id,)
-        )
-        checks["workflow"] = str(wf_status[0]["status"]) if wf_status else "MISSING"
-        if checks["workflow"] != "SUCCESS" or any(k["status"] != "SUCCESS" for k in kids):
-            failures.append(
-                f"engine status {checks['workflow']}, children {sorted({str(k['status']) for k in kids})}"
-            )
+        return (last and status_of(*last)) or "?"
 
     def run_round(self, n: int, total: int, kill: str) -> RoundResult:
         result = RoundResult(n, kill)
@@ -377,7 +274,7 @@ class Chaos(SqlReader):
                 result.error = f"run {result.status}: {run['error']}"
             else:
                 result.error = f"no succeeded after {self.args.timeout:.0f}s (status {result.status})"
-            self._oracles(result, run_id, workflow_id, kill_ms)
+            result.checks, result.failures = self.oracles(run_id, workflow_id, kill_ms, self.args.tasks)
             if result.failures:
                 say(f"  oracle failures:\n{stack.tails()}")
         except (OSError, RuntimeError, TimeoutError) as exc:
@@ -397,54 +294,35 @@ def summarize(results: list[RoundResult], plan: list[str], max_median_s: float) 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.rounds < 1:
-        print("--rounds must be >= 1", file=sys.stderr)
+    if soak.bad_usage(
+        args,
+        (args.tasks < 1, "--tasks must be >= 1"),
+        (
+            args.chaos_sleep_ms < 3000,
+            "--chaos-sleep-ms must be >= 3000 (the kill has to land inside the sleep)",
+        ),
+    ):
         return 2
-    if args.tasks < 1:
-        print("--tasks must be >= 1", file=sys.stderr)
-        return 2
-    if args.chaos_sleep_ms < 3000:
-        print("--chaos-sleep-ms must be >= 3000 (the kill has to land inside the sleep)", file=sys.stderr)
-        return 2
-    if args.port == args.admin_port:
-        print("--port and --admin-port must differ", file=sys.stderr)
-        return 2
-    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
-    stamp = f"intentchaos-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    env = dict(os.environ)
-    for var in (*processes.FAULT_VARS, "CHAOS_SLEEP_EXECUTE", "DBOS__APPVERSION"):
-        env.pop(var, None)
-    env.update(
-        {
-            "OC_MODE": "replay",  # the built-in planner/decider (no OpenCode daemon needed)
-            "SBX_MODE": "mock",  # the mock sandbox provider
-            "PORT": str(args.port),
-            "ADMIN_PORT": str(args.admin_port),
-        }
+    stamp = soak.stamp("intentchaos")
+    # OC_MODE=replay: the built-in planner/decider (no OpenCode daemon needed); SBX_MODE=mock: the mock sandbox
+    env = soak.proof_env(
+        args, {"OC_MODE": "replay", "SBX_MODE": "mock"}, ("CHAOS_SLEEP_EXECUTE", "DBOS__APPVERSION")
     )
-    settings = Settings.from_env(env)
-    log_dir = soak.prepare(args, settings, "intentchaos")
-    if log_dir is None:
-        return 2
-    kills = plan_kills(args.kill, args.rounds, seed)
-    say(
-        f"database {settings.database_url.rsplit('/', 1)[-1]}, broker {settings.broker_url}, "
-        f"app version {stamp}-rNN, CHAOS_SLEEP_EXECUTE={args.chaos_sleep_ms}, tasks={args.tasks}, "
-        f"rounds={args.rounds}, kill {args.kill}"
-        + (f" (seed {seed})" if args.kill == "random" else "")
-        + f", logs in {log_dir}; migrations applied"
+    run = soak.prepare(
+        args,
+        env,
+        prefix="intentchaos",
+        version=f"{stamp}-rNN",
+        details=f"CHAOS_SLEEP_EXECUTE={args.chaos_sleep_ms}, tasks={args.tasks}",
+        kind=("kill", args.kill, plan_kills),
+        say=say,
     )
-
-    chaos = Chaos(args, env, settings, log_dir, stamp)
-    try:
-        results = soak.run_rounds(kills, chaos.run_round, say)
-    finally:
-        chaos.close()
-    if results is None:
-        return 130
-    text, ok = summarize(results, kills, args.max_median_recovery)
-    print(text, flush=True)
-    return 0 if ok else 1
+    if run is None:
+        return 2
+    chaos = Chaos(args, env, run.settings, run.log_dir, stamp)
+    return soak.run_proof(
+        chaos, run.plan, say, lambda results: summarize(results, run.plan, args.max_median_recovery)
+    )
 
 
 if __name__ == "__main__":

@@ -1,35 +1,34 @@
-"""Real kodo processes as subprocesses: start them, wait until they serve, kill -9 them, stop them.
+"""Child processes: start them, watch them, kill -9 them, stop them; the one place ops/ does that.
 
-Used by the crash demo (`python -m ops.crashdemo`), the intent chaos proof (`python -m
-ops.intentchaos`) and by the chaos and e2e tests. Every process starts in its own session (so its own
-process group): `kill9` takes down the whole group at once, e.g. a Celery worker's main process and
-all its pool children, or a gunicorn master and its workers, the way a power cut or the OOM killer
-would.
+Every ops tool that runs a process goes through here: the kill -9 proofs (`ops.crashdemo`,
+`ops.intentchaos`, their `ops.procfile.Stack`), the engine benchmark (`ops.bench`), the chaos and e2e
+tests, and `ops/stop.sh` (through `ops.pidfiles`).
 
-The API, worker and reconciler are started with the command lines of the `Procfile` (run through
-`sh -c`, as honcho does), so what the crash demo proves is what `mise run start` deploys.
+Every process starts in its own session (so its own process group): `kill9` takes down the whole group
+at once, e.g. a Celery worker's main process and all its pool children, or a gunicorn master and its
+workers, the way a power cut or the OOM killer would. What ops/ reads about processes and the machine
+(process groups, zombies, CPU times, hypervisor steal, this process's sockets) comes from `psutil`,
+here and nowhere else.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-PROCFILE = REPO / "Procfile"
 BIN = Path(sys.executable).parent  # the virtualenv's bin: celery and gunicorn live next to python
 
 # Variables a faulted process needs; they are stripped from every other process's environment.
@@ -40,99 +39,168 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def progress(tag: str) -> Callable[[str], None]:
-    """A progress printer: `[tag +  12.3s] message`, seconds counted from this call, flushed at once."""
-    t0 = time.monotonic()
-
-    def say(message: str) -> None:
-        print(f"[{tag} +{time.monotonic() - t0:6.1f}s] {message}", flush=True)
-
-    return say
-
-
-def env_int(name: str, default: int) -> int:
-    """An integer from the environment (for argparse defaults); unset or blank gives `default`."""
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.02) -> None:
-    """Call `check` every `interval` s until it is true; TimeoutError naming `what` after `timeout` s."""
+def wait_until(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.02,
+    detail: Callable[[], str] | None = None,
+) -> None:
+    """Call `check` every `interval` s until it is true; TimeoutError naming `what` (and `detail()`,
+    when given) after `timeout` s. An exception from `check` ends the wait at once."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+            more = f":\n{detail()}" if detail is not None else ""
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{more}")
         time.sleep(interval)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+# ---- signals: unwind through the `finally` blocks that stop what a script started ------------------
 
 
 @contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """Inside the block SIGINT and SIGTERM raise KeyboardInterrupt, so both unwind through the
-    `finally` blocks that stop the processes a script started (SIGINT explicitly too: a shell starts
-    background jobs with SIGINT ignored). The previous handlers come back on exit."""
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+def signals_raise(make: Callable[[int], BaseException], *signums: int) -> Iterator[None]:
+    """Inside the block each of `signums` raises `make(signum)`; the previous handlers come back on exit."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise make(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signums}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def signals_interrupt() -> contextlib.AbstractContextManager[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (SIGINT explicitly too: a shell starts background
+    jobs with SIGINT ignored)."""
+    return signals_raise(lambda _: KeyboardInterrupt(), signal.SIGINT, signal.SIGTERM)
+
+
+def signals_exit() -> contextlib.AbstractContextManager[None]:
+    """SIGTERM and SIGHUP raise SystemExit(128 + signal), the shell's exit status for it."""
+    return signals_raise(lambda signum: SystemExit(128 + signum), signal.SIGTERM, signal.SIGHUP)
+
+
+# ---- what runs: process groups, zombies, CPU times, sockets (psutil) -------------------------------
+
+_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:  # exited while we looked
+        return None
 
 
 def live_group_pids(pgid: int) -> list[int]:
     """Processes of process group `pgid` that still run (zombies, already dead, are left out)."""
-    pids: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited while we looked
-        # after the command: state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            pids.append(int(entry))
-    return pids
+    procs = psutil.process_iter(["status"])
+    return [p.pid for p in procs if p.info["status"] not in _GONE and _pgid(p.pid) == pgid]
 
 
 def pid_alive(pid: int) -> bool:
     """True while `pid` runs (a zombie counts as dead)."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() not in _GONE
+    except psutil.NoSuchProcess:
         return False
 
 
-@dataclass
+def cpu_by_process() -> dict[int, tuple[str, int, float]]:
+    """pid -> (name, process group, CPU seconds: user + system) of every process that can be read."""
+    out: dict[int, tuple[str, int, float]] = {}
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        pgid, times = _pgid(p.pid), p.info["cpu_times"]
+        if pgid is not None and times is not None:
+            out[p.pid] = (str(p.info["name"]), pgid, times.user + times.system)
+    return out
+
+
+def cpu_idle_steal() -> tuple[float, float]:
+    """Seconds of (idle + iowait, steal) summed over all CPUs since boot."""
+    times = psutil.cpu_times()
+    return times.idle + times.iowait, times.steal
+
+
+def started_at(pid: int) -> float | None:
+    """When `pid` started (epoch s), None if it does not run."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def terminate_tree(pid: int, timeout: float = 10.0) -> bool:
+    """SIGTERM `pid` (not a process we started: e.g. one a pid file names); after `timeout` s SIGKILL
+    it if it still runs, and whatever it had started either way. True if it ended within `timeout`."""
+    try:
+        proc = psutil.Process(pid)
+        tree = [proc, *proc.children(recursive=True)]
+        proc.terminate()
+    except psutil.NoSuchProcess:
+        return True
+    ended = not psutil.wait_procs([proc], timeout)[1]
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):  # psutil also refuses a pid reused since
+            p.kill()
+    return ended
+
+
+def own_tcp_ports() -> set[int]:
+    """Local TCP ports of this process's sockets (to tell our broker connections from others')."""
+    return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp") if c.laddr}
+
+
+# ---- one started process ---------------------------------------------------------------------------
+
+
+class ProcessExitedError(RuntimeError):
+    """A process ended while it was expected to run (the message ends with its log's tail)."""
+
+
+@dataclass(eq=False)
 class Proc:
     """One started process (and its process group, which it leads)."""
 
     name: str
     popen: subprocess.Popen[bytes]
-    log: Path
+    log: Path  # its output (os.devnull when it goes to ours: no log to read)
     killed_at_ms: int | None = field(default=None)
+    fault_file: Path | None = None  # where it reports reaching an armed fault point (KODO_FAULT_FILE)
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
+    @property
+    def pgid(self) -> int:
+        return self.popen.pid  # started in a new session: it leads its own process group
+
     def running(self) -> bool:
         return self.popen.poll() is None
 
+    def ensure_running(self, context: str = "") -> None:
+        """Raise ProcessExitedError, with the tail of the log, unless the process still runs."""
+        if not self.running():
+            raise ProcessExitedError(f"{self.name} exited {self.popen.returncode}{context}:\n{self.tail()}")
+
     def live_pids(self) -> list[int]:
         """Every still-running process of this group (the leader and whatever it forked)."""
-        return live_group_pids(self.popen.pid)
+        return live_group_pids(self.pgid)
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.popen.wait(timeout)
 
     def kill9(self, timeout: float = 10.0) -> int:
         """SIGKILL the whole process group; return once none of it runs. Returns the kill time (ms)."""
         killed_at = now_ms()
         with contextlib.suppress(ProcessLookupError):  # ProcessLookupError: the group is already gone
-            os.killpg(self.popen.pid, signal.SIGKILL)
+            os.killpg(self.pgid, signal.SIGKILL)
         self.popen.wait(timeout)
         deadline = time.monotonic() + timeout
         while self.live_pids():
@@ -146,7 +214,7 @@ class Proc:
         """SIGTERM the group (graceful shutdown), then SIGKILL whatever is left after `timeout`."""
         if self.running():
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
+                os.killpg(self.pgid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
         if self.live_pids() or self.running():
@@ -165,13 +233,36 @@ class Proc:
 
     def wait_log(self, needle: str, timeout: float = 30.0) -> None:
         """Block until `needle` appears in the process's output (e.g. Celery's "ready.")."""
-        deadline = time.monotonic() + timeout
-        while needle not in self.text():
-            if not self.running():
-                raise RuntimeError(f"{self.name} exited {self.popen.returncode}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: no {needle!r} after {timeout}s:\n{self.tail()}")
-            time.sleep(0.05)
+
+        def seen() -> bool:
+            if needle in self.text():
+                return True
+            self.ensure_running()
+            return False
+
+        wait_until(f"{needle!r} from {self.name}", seen, timeout, 0.05, self.tail)
+
+    def faults_reached(self) -> list[str]:
+        """The armed fault points it reported reaching, one `point@name pid=N` line each."""
+        if self.fault_file is None or not self.fault_file.exists():
+            return []
+        return self.fault_file.read_text().strip().splitlines()
+
+    def wait_fault(self, count: int = 1, timeout: float = 30.0) -> str:
+        """Block until `count` armed fault points were reached (it now hangs there); returns them."""
+
+        def reached() -> bool:
+            if len(self.faults_reached()) >= count:
+                return True
+            self.ensure_running(" before its fault point")
+            return False
+
+        wait_until(f"{count} fault point(s) in {self.name}", reached, timeout, 0.01, self.tail)
+        return "\n".join(self.faults_reached())
+
+    def fault_pids(self) -> list[int]:
+        """The pids that reported reaching a fault point (the pool children now hanging there)."""
+        return [int(p) for p in re.findall(r"pid=(\d+)", "\n".join(self.faults_reached()))]
 
 
 def stop_all(
@@ -212,140 +303,59 @@ def child_env(base: Mapping[str, str], overrides: Mapping[str, str | None] | Non
     return env
 
 
-def spawn(name: str, argv: list[str], env: Mapping[str, str], log: Path) -> Proc:
-    """Start `argv` in its own session, output (stdout and stderr) to `log` (truncated first)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as fh:
+def spawn(name: str, argv: list[str], env: Mapping[str, str], log: Path | None) -> Proc:
+    """Start `argv` in its own session, output (stdout and stderr) to `log` (truncated first; None:
+    to ours). Its fault file is the environment's KODO_FAULT_FILE."""
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") if log is not None else contextlib.nullcontext() as out:
         popen = subprocess.Popen(
             argv,
             cwd=REPO,
             env=dict(env),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    return Proc(name, popen, log)
+    fault_file = env.get("KODO_FAULT_FILE")
+    return Proc(name, popen, log or Path(os.devnull), fault_file=Path(fault_file) if fault_file else None)
 
 
-# ---- the Procfile's processes ----------------------------------------------------------------------
-
-
-def procfile_line(process: str, procfile: Path = PROCFILE) -> str:
-    """The command of one Procfile entry (`api`, `intent`, `sbx`, `reconciler`, `flower`)."""
-    for raw in procfile.read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("#") or ":" not in line:
-            continue
-        name, _, command = line.partition(":")
-        if name.strip() == process:
-            return command.strip()
-    raise KeyError(f"no {process!r} process in {procfile}")
-
-
-def procfile_argv(process: str) -> list[str]:
-    """Run a Procfile entry as honcho does (`sh -c`), `exec`ed so the command leads its group."""
-    return ["/bin/sh", "-c", "exec " + procfile_line(process)]
-
-
-def start_api(port: int, env: Mapping[str, str], log: Path, name: str = "api") -> Proc:
-    """The kodo API (gunicorn, Procfile `api:`) on 127.0.0.1:`port`."""
-    return spawn(name, procfile_argv("api"), child_env(env, {"KODO_API_PORT": str(port)}), log)
-
-
-def start_intent_worker(
-    env: Mapping[str, str],
-    log: Path,
-    name: str = "intent",
-    faults: str | None = None,
-    fault_file: Path | None = None,
-) -> Proc:
-    """A Celery worker on intentQ,controlQ (Procfile `intent:`), optionally with armed fault points."""
-    overrides: dict[str, str | None] = {}
-    if faults:
-        overrides["KODO_FAULTS"] = faults
-        if fault_file is not None:
-            overrides["KODO_FAULT_FILE"] = str(fault_file)
-    return spawn(name, procfile_argv("intent"), child_env(env, overrides), log)
-
-
-def start_sbx_worker(env: Mapping[str, str], log: Path, name: str = "sbx") -> Proc:
-    """A Celery worker on sbxQ, the fan-out children (Procfile `sbx:`)."""
-    return spawn(name, procfile_argv("sbx"), child_env(env), log)
-
-
-def start_reconciler(admin_port: int, env: Mapping[str, str], log: Path, name: str = "reconciler") -> Proc:
-    """The reconciler with the admin server on `admin_port` (Procfile `reconciler:`)."""
-    return spawn(name, procfile_argv("reconciler"), child_env(env, {"KODO_ADMIN_PORT": str(admin_port)}), log)
-
-
-def celery_worker_argv(queues: str, concurrency: int, nodename: str, *, fast_start: bool = True) -> list[str]:
-    """A Celery worker command line (tests use it; `fast_start` skips mingle and gossip)."""
-    argv = [
-        str(BIN / "celery"),
-        "-A",
-        "kodo",
-        "worker",
-        "-Q",
-        queues,
-        "-c",
-        str(concurrency),
-        "-n",
-        nodename,
-        "--loglevel",
-        "INFO",
-    ]
-    if fast_start:
-        argv += ["--without-mingle", "--without-gossip"]
-    return argv
-
-
-# ---- readiness -----------------------------------------------------------------------------------
-
-
-def http_json(method: str, url: str, timeout: float = 5.0, json_body: Any = None) -> tuple[int, Any]:
-    """One HTTP request; returns (status, decoded JSON body or None).
-
-    `json_body`, when given, is sent as JSON (`content-type: application/json`, as the runbooks' curl
-    calls send it); a POST without one sends an empty body.
-    """
-    if json_body is not None:
-        req = urllib.request.Request(
-            url,
-            method=method,
-            data=json.dumps(json_body).encode(),
-            headers={"content-type": "application/json"},
-        )
-    else:
-        req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+def run_foreground(name: str, argv: list[str], env: Mapping[str, str]) -> int:
+    """Run `argv` to its end in its own session, its output to ours; returns its exit status. If we
+    are interrupted first (an exception, Ctrl-C), its whole group is killed -9 before we go on."""
+    proc = spawn(name, argv, env, None)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, body = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
-    try:
-        return status, json.loads(body) if body else None
-    except ValueError:
-        return status, None
+        return proc.wait()
+    finally:
+        if proc.running():
+            proc.kill9()
 
 
-def wait_healthy(url: str, proc: Proc | None = None, timeout: float = 30.0) -> None:
-    """Poll `url` (a /healthz) until it answers 200 {"ok": true}. Fails fast if `proc` exits."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc is not None and not proc.running():
-            raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.tail()}")
-        try:
-            status, body = http_json("GET", url, timeout=2.0)
-            if status == 200 and isinstance(body, dict) and body.get("ok") is True:
-                return
-            last = f"{status} {body}"
-        except (OSError, urllib.error.URLError) as exc:
-            last = repr(exc)
-        time.sleep(0.1)
-    tail = f":\n{proc.tail()}" if proc is not None else ""
-    raise TimeoutError(f"{url} not healthy after {timeout}s (last: {last}){tail}")
+class Supervisor:
+    """The processes one run starts, each logging to `<log_dir>/<name>.log`; `stop_all()` (from a
+    `finally`) stops whichever are still running, the last started first."""
+
+    def __init__(self, log_dir: Path, warn: Callable[[str], None] | None = None) -> None:
+        self.log_dir = log_dir
+        self.warn = warn
+        self.procs: list[Proc] = []
+
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Proc:
+        proc = spawn(name, argv, env, self.log_dir / f"{name}.log")
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, *procs: Proc, timeout: float = 10.0) -> None:
+        stop_all(procs, timeout, self.warn)
+        self.procs = [p for p in self.procs if all(p is not q for q in procs)]
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        self.stop(*reversed(self.procs), timeout=timeout)
+
+
+# ---- ports ---------------------------------------------------------------------------------------
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -1,20 +1,23 @@
-"""The harness shared by the kill -9 proofs (`ops.crashdemo`, `ops.intentchaos`); the e2e tests'
-`LiveSystem` runs its processes through the same `Stack`.
+"""The harness shared by the kill -9 proofs (`ops.crashdemo`, `ops.intentchaos`).
 
-A proof runs rounds; each round starts a `Stack` of Procfile processes, kills some of them with
-kill -9, starts them again and checks SQL. What the proofs share lives here: the process stack, a
-database reader, the common command-line options, the round plan, the run loop (Ctrl-C and SIGTERM
-always stop every process) and the recovery summary.
+A proof runs rounds; each round starts an `ops.procfile.Stack` of Procfile processes, kills some of
+them with kill -9, starts them again and checks SQL. What the proofs share lives here: the progress
+printer, a database reader, the common command-line options and environment, the round plan, the run
+loop (Ctrl-C and SIGTERM always stop every process) and the recovery summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -22,94 +25,22 @@ from kodo.config import Settings
 from kodo.db import migrate
 from kodo.db.pool import Conn, connect
 from ops import processes
-from ops.processes import Proc, env_int
-
-READY_S = 60.0
-STOP_ORDER = ("sbx", "intent", "api", "reconciler")
 
 
-class Stack:
-    """The processes of one round, by Procfile name: reconciler (+ admin), api, intent, sbx."""
+def progress(tag: str) -> Callable[[str], None]:
+    """A progress printer: `[tag +  12.3s] message`, seconds counted from this call, flushed at once."""
+    t0 = time.monotonic()
 
-    def __init__(
-        self,
-        env: Mapping[str, str],
-        port: int,
-        admin_port: int,
-        log_dir: Path,
-        tag: str,
-        warn: Callable[[str], None],
-    ) -> None:
-        self.env = dict(env)
-        self.port = port
-        self.admin_port = admin_port
-        self.log_dir = log_dir
-        self.tag = tag
-        self.warn = warn
-        self.procs: dict[str, Proc] = {}
-        self.starts: dict[str, int] = {}
+    def say(message: str) -> None:
+        print(f"[{tag} +{time.monotonic() - t0:6.1f}s] {message}", flush=True)
 
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    return say
 
-    def _log(self, name: str) -> Path:
-        self.starts[name] = self.starts.get(name, 0) + 1
-        return self.log_dir / f"{self.tag}-{name}-{self.starts[name]}.log"
 
-    def _spawn(self, name: str, env: Mapping[str, str], faults: str | None, fault_file: Path | None) -> Proc:
-        if name == "reconciler":
-            return processes.start_reconciler(self.admin_port, env, self._log(name))
-        if name == "api":
-            return processes.start_api(self.port, env, self._log(name))
-        if name == "intent":
-            return processes.start_intent_worker(env, self._log(name), faults=faults, fault_file=fault_file)
-        if name == "sbx":
-            return processes.start_sbx_worker(env, self._log(name))
-        raise ValueError(f"unknown process {name!r}")
-
-    def _wait_ready(self, name: str) -> None:
-        proc = self.procs[name]
-        if name == "api":
-            processes.wait_healthy(f"{self.api_url}/healthz", proc, READY_S)
-        elif name == "reconciler":
-            processes.wait_healthy(f"http://127.0.0.1:{self.admin_port}/healthz", proc, READY_S)
-        else:
-            proc.wait_log("ready.", READY_S)
-
-    def start(
-        self,
-        names: tuple[str, ...],
-        *,
-        extra_env: Mapping[str, Mapping[str, str]] | None = None,
-        faults: str | None = None,
-        fault_file: Path | None = None,
-    ) -> int:
-        """Start the named processes at once (`extra_env` per name; `faults` arm the intent worker),
-        then wait until each serves; returns then (epoch ms)."""
-        for name in names:
-            env = {**self.env, **(extra_env or {}).get(name, {})}
-            self.procs[name] = self._spawn(name, env, faults, fault_file)
-        for name in names:
-            self._wait_ready(name)
-        return processes.now_ms()
-
-    def kill9(self, names: tuple[str, ...]) -> int:
-        """kill -9 the named processes' whole groups (the first named first); returns when none of
-        them runs, with the time of the first kill (epoch ms)."""
-        killed_at = [self.procs[name].kill9() for name in names]
-        for name in names:
-            if self.procs[name].live_pids():
-                raise RuntimeError(f"{name} still has live processes {self.procs[name].live_pids()}")
-        return killed_at[0]
-
-    def stop(self) -> None:
-        procs = [self.procs.get(name) for name in STOP_ORDER]
-        self.procs.clear()
-        processes.stop_all(procs, 5.0, self.warn)
-
-    def tails(self) -> str:
-        return "\n".join(f"--- {proc.name} ({proc.log}) ---\n{proc.tail(15)}" for proc in self.procs.values())
+def env_int(name: str, default: int) -> int:
+    """An integer from the environment (for argparse defaults); unset or blank gives `default`."""
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
 
 
 class SqlReader:
@@ -150,6 +81,35 @@ def add_common_args(p: argparse.ArgumentParser, *, port: int, admin_port: int, m
     p.add_argument("--log-dir", type=Path, default=None, help="where process logs go (default: a temp dir)")
 
 
+def bad_usage(args: argparse.Namespace, *more: tuple[bool, str]) -> bool:
+    """Say the first usage problem, if any: --rounds < 1, --port = --admin-port, or one of `more`
+    (problem, message)."""
+    common = (
+        (args.rounds < 1, "--rounds must be >= 1"),
+        (args.port == args.admin_port, "--port and --admin-port must differ"),
+    )
+    for problem, message in (*common, *more):
+        if problem:
+            print(message, file=sys.stderr)
+            return True
+    return False
+
+
+def stamp(prefix: str) -> str:
+    """A name of this invocation's own (an application version: only its processes run its work)."""
+    return f"{prefix}-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def proof_env(
+    args: argparse.Namespace, values: Mapping[str, str], drop: Iterable[str] = ()
+) -> dict[str, str]:
+    """The processes' environment: ours without armed fault points (nor `drop`), with PORT and
+    ADMIN_PORT of the command line and `values`."""
+    env = {k: v for k, v in os.environ.items() if k not in (*processes.FAULT_VARS, *drop)}
+    env.update({"PORT": str(args.port), "ADMIN_PORT": str(args.admin_port), **values})
+    return env
+
+
 def plan_rounds(kind: str, choices: tuple[str, ...], rounds: int, seed: int) -> list[str]:
     """What each round does: `kind`, or for `random` a draw from `choices` seeded by `seed`."""
     if kind != "random":
@@ -158,16 +118,42 @@ def plan_rounds(kind: str, choices: tuple[str, ...], rounds: int, seed: int) -> 
     return [rng.choice(choices) for _ in range(rounds)]
 
 
-def prepare(args: argparse.Namespace, settings: Settings, prefix: str) -> Path | None:
-    """Check the ports are free, make the log dir, migrate. None (after saying why) on bad usage."""
+@dataclass(frozen=True)
+class Prepared:
+    settings: Settings
+    log_dir: Path
+    plan: list[str]  # what each round does
+
+
+def prepare(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    *,
+    prefix: str,
+    version: str,
+    details: str,
+    kind: tuple[str, str, Callable[[str, int, int], list[str]]],
+    say: Callable[[str], None],
+) -> Prepared | None:
+    """Check the ports are free, make the log dir, migrate, plan the rounds (`kind`: the label, the
+    option's value and the plan function) and say what will run. None (after saying why) on bad usage."""
     for port in (args.port, args.admin_port):
         if not processes.port_free(port):
             print(f"port {port} is in use; pick another with --port/--admin-port", file=sys.stderr)
             return None
+    settings = Settings.from_env(env)
     log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-{prefix}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
-    return log_dir
+    label, value, plan_of = kind
+    seed = int(args.seed) if args.seed is not None else int(time.time()) % 100_000
+    say(
+        f"database {settings.database_url.rsplit('/', 1)[-1]}, broker {settings.broker_url}, "
+        f"app version {version}, {details}, rounds={args.rounds}, {label} {value}"
+        + (f" (seed {seed})" if value == "random" else "")
+        + f", logs in {log_dir}; migrations applied"
+    )
+    return Prepared(settings, log_dir, plan_of(value, args.rounds, seed))
 
 
 class Round(Protocol):
@@ -181,6 +167,39 @@ class Round(Protocol):
 
 
 R = TypeVar("R", bound=Round)
+
+
+R_co = TypeVar("R_co", bound=Round, covariant=True)
+
+
+class Proof(Protocol[R_co]):
+    def run_round(self, n: int, total: int, what: str) -> R_co: ...
+
+    def close(self) -> None: ...
+
+
+def recovery_text(recovery_s: float | None, restart_s: float | None) -> str:
+    """`12.34s (worker_back=3.21s)`, as a round's line shows its recovery."""
+    text = "n/a" if recovery_s is None else f"{recovery_s:.2f}s"
+    return text if restart_s is None else f"{text} (worker_back={restart_s:.2f}s)"
+
+
+def run_proof(
+    proof: Proof[R],
+    plan: list[str],
+    say: Callable[[str], None],
+    summary: Callable[[list[R]], tuple[str, bool]],
+) -> int:
+    """Run the rounds, print the summary; the exit status: 0 if it passed, 1 if not, 130 if interrupted."""
+    try:
+        results = run_rounds(plan, proof.run_round, say)
+    finally:
+        proof.close()
+    if results is None:
+        return 130
+    text, ok = summary(results)
+    print(text, flush=True)
+    return 0 if ok else 1
 
 
 def run_rounds(

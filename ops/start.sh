@@ -15,7 +15,6 @@ role="${role// /-}"
 case " ${processes:-api} " in *" api "*) say "API http://127.0.0.1:$KODO_API_PORT" ;; esac
 case " ${processes:-reconciler} " in *" reconciler "*) say "admin http://127.0.0.1:$KODO_ADMIN_PORT" ;; esac
 case " ${processes:-flower} " in *" flower "*) say "flower http://127.0.0.1:$KODO_FLOWER_PORT" ;; esac
-# One pid file per process set, so a worker and a shim started side by side are both stopped.
-echo $$ > ".tmp/kodo-start.$role.pid"
+# ops.pidfiles records this pid (one file per process set: .tmp/kodo-start.$role.pid), then execs honcho.
 # shellcheck disable=SC2086  # KODO_PROCESSES is a list of names
-exec "$VENV/bin/honcho" -f "${KODO_PROCFILE:-Procfile}" start $processes
+exec "$VENV/bin/python" -m ops.pidfiles exec "$role" "$VENV/bin/honcho" -f "${KODO_PROCFILE:-Procfile}" start $processes

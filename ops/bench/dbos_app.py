@@ -6,7 +6,7 @@
 A worker is a launched DBOS application (in-process queue runner) listening to the queue `benchq`,
 which holds the workflow `bench_four_noops`: four no-op `@DBOS.step()`s. The driver is a
 `DBOSClient` (no workflow code, like kodo's client in the API process): it enqueues, measures with the
-same loops as kodo and raw Celery (`ops.bench.common`) and writes a JSON `Result`.
+same loops as kodo and raw Celery (`ops.bench.measure`) and writes a JSON `Result`.
 
 DBOS must never share a database with kodo: both own a schema named `dbos`.
 """
@@ -23,7 +23,10 @@ from typing import Any
 
 from dbos import DBOS, DBOSClient
 
-from ops.bench.common import Conn, Plan, Result, WorkflowStatusProbe, connect, measure_all
+from ops.bench.measure import Plan, measure_all
+from ops.bench.probes import WorkflowStatusProbe
+from ops.bench.services import Conn, connect
+from ops.bench.stats import Result
 
 APP_NAME = "kodo-bench"
 QUEUE = "benchq"

@@ -17,8 +17,9 @@ import psycopg
 import redis
 
 from kodo.config import Settings
-from kodo.dispatch import CeleryDispatcher, Dispatcher
+from kodo.dispatch import CeleryDispatcher
 from kodo.runtime import Runtime
+from kodo.workflow.ports import Dispatcher
 from ops.bench.kodo_workflows import four_noops
 
 PROFILE_QUEUE = "kodoBenchProfileQ"  # nobody consumes it; the next phase flushes the broker db

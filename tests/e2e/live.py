@@ -1,6 +1,6 @@
 """The real system as processes, for end-to-end tests: what `mise run start` runs, on free ports.
 
-`LiveSystem` starts the `Procfile`'s processes through `ops.processes` (the same command lines
+`LiveSystem` starts the `Procfile`'s processes through `ops.procfile.Stack` (the same command lines
 `ops/start.sh` hands to honcho): the API (gunicorn) on a free port, an intent worker (`-Q
 intentQ,controlQ`), an sbx worker (`-Q sbxQ`) and the reconciler with its admin server. They run
 against the test database and broker of `tests/conftest.py`, under an application version of their
@@ -30,7 +30,7 @@ from psycopg.rows import dict_row
 from kodo.config import Settings
 from ops import processes
 from ops.processes import Proc
-from ops.soak import Stack
+from ops.procfile import Stack
 
 # The Procfile's processes a monolith runs (Flower aside), in start order.
 MONOLITH = ("reconciler", "api", "intent", "sbx")

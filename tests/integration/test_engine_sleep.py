@@ -16,9 +16,7 @@ from tests.conftest import effects_of
 from tests.support import workflows as t
 from tests.support.helpers import Sql, poll
 
-CLEAR_WAIT = (
-    "UPDATE dbos.workflow_status SET wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL WHERE workflow_uuid = %s"
-)
+CLEAR_WAIT = "UPDATE dbos.workflow_status SET wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL WHERE workflow_uuid = %s"
 
 
 def _wake_at(rt: Runtime, wid: str) -> int:
