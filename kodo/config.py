@@ -1,7 +1,9 @@
 """Settings, read once from the environment. Owns every environment variable kodo reads.
 
 Parsing rules follow the original: integers must be whole numbers, booleans are true/1/false/0,
-and an empty string means "use the default". Must not import flask, celery or psycopg.
+and an empty string means "use the default". The only module that reads `os.environ`: everything else
+takes a `Settings` (or, for what must be read at call time, a function of this module). Must not
+import flask, celery or psycopg.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[s
     return value
 
 
+def env_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Read a comma list; items are stripped and blank items dropped (unset or empty: `()`)."""
+    raw = _raw(env, name)
+    if raw is None:
+        return ()
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 def _optional_int(env: Mapping[str, str], name: str) -> int | None:
     return None if _raw(env, name) is None else env_int(env, name, 0)
 
@@ -115,6 +125,8 @@ class Settings:
     chaos_sleep_execute_ms: int = 0
     trace_base_url: str | None = None
     random_seed: int | None = None
+    # Extra modules whose import registers workflows (the defaults are kodo.runtime's).
+    workflow_modules: tuple[str, ...] = ()
 
     @property
     def heartbeat_ms(self) -> int:
@@ -123,7 +135,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
+        e = _environ(env)
         version = _raw(e, "KODO_APP_VERSION") or _raw(e, "DBOS__APPVERSION") or "v1"
         return cls(
             database_url=_database_url(e),
@@ -148,4 +160,34 @@ class Settings:
             chaos_sleep_execute_ms=env_int(e, "CHAOS_SLEEP_EXECUTE", 0, minimum=0),
             trace_base_url=_trace_base_url(e),
             random_seed=_optional_int(e, "RANDOM_SEED"),
+            workflow_modules=workflow_modules_from_env(e),
         )
+
+
+def _environ(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def workflow_modules_from_env(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """KODO_WORKFLOW_MODULES: extra modules (comma list) whose import registers workflows."""
+    return env_list(_environ(env), "KODO_WORKFLOW_MODULES")
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    """The crash-test fault points (`kodo.faults`): KODO_FAULTS and KODO_FAULT_FILE, unparsed."""
+
+    spec: str | None  # e.g. "step.committed@mark,step.started"; None when unset or blank
+    marker_file: str | None  # where a reached point is written before the process hangs
+
+
+def fault_settings(env: Mapping[str, str] | None = None) -> FaultSettings | None:
+    """The fault settings, read now (not once): None when KODO_FAULTS is not set at all.
+
+    Read at every fault point rather than at start-up, so a process sees the faults its environment
+    has when the point is reached (a test arms a worker subprocess through its environment).
+    """
+    e = _environ(env)
+    if "KODO_FAULTS" not in e:
+        return None
+    return FaultSettings(spec=_raw(e, "KODO_FAULTS"), marker_file=_raw(e, "KODO_FAULT_FILE"))

@@ -1,20 +1,20 @@
-"""Publishing: the broker is a doorbell. Names of the task and queues, and the Celery settings
-that carry kodo's crash semantics (shared by the producer in the API and the workers).
+"""Publishing: the broker is a doorbell. The task name, and the Celery settings that carry kodo's
+crash semantics (shared by the producer in the API and the workers). Queue names: `kodo.queues`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from celery import Celery
 
 from kodo.config import Settings
+from kodo.queues import INTENT_QUEUE
+from kodo.queues import WORKER_QUEUES as QUEUES
+
+__all__ = ["QUEUES", "RUN_WORKFLOW_TASK", "CeleryDispatcher", "celery_settings", "producer_app"]
 
 RUN_WORKFLOW_TASK = "kodo.run_workflow"
-QUEUE_INTENT = "intentQ"
-QUEUE_SBX = "sbxQ"
-QUEUE_CONTROL = "controlQ"
-QUEUES = (QUEUE_INTENT, QUEUE_SBX, QUEUE_CONTROL)
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],
-        "task_default_queue": QUEUE_INTENT,
+        "task_default_queue": INTENT_QUEUE,
         # Ack after the task returns, so a worker killed mid-task leaves the message to redeliver.
         "task_acks_late": True,
         # A child killed by a signal (SIGKILL, OOM) would otherwise ack its message: requeue instead.
@@ -47,12 +47,11 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-class Dispatcher(Protocol):
-    def publish(self, workflow_id: str, queue: str) -> None: ...
-
-
 class CeleryDispatcher:
-    """Publishes `kodo.run_workflow(workflow_id)` on the workflow's queue."""
+    """Publishes `kodo.run_workflow(workflow_id)` on the workflow's queue.
+
+    It satisfies the workflow layer's `Dispatcher` port structurally (no import of it here).
+    """
 
     def __init__(self, app: Celery) -> None:
         self.app = app

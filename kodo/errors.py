@@ -4,10 +4,16 @@ KodoError
 ├── ConfigError               bad environment value (process refuses to start)
 ├── NotFoundError             a workflow, message destination or resource does not exist
 ├── ConflictError             an operation is not allowed in the current status
-├── ValidationError           a request failed its schema or a precondition
+│   └── RunStateError         a run's status forbids the request (carries the run's status)
+├── ValidationError           a request failed its parsing or a precondition
+│   ├── SchemaError           a request body failed its schema (carries the per-field details)
+│   └── QueuePolicyError      a run start broke the queue policy (code queue_policy_violation)
+├── UnavailableError          a dependency (the database) does not answer
 ├── NonDeterminismError       replay found a different step at a recorded function_id
 ├── UnknownWorkflowError      no workflow is registered under a recorded name
-└── StepRetriesExceededError       a retrying step failed on every attempt
+├── RecordedStepError         replays a recorded step failure whose class cannot be rebuilt
+├── StepRetriesExceededError  a retrying step failed on every attempt
+└── ChildWorkflowError        a child workflow ended cancelled or out of recovery attempts
 
 WorkflowInterrupt (BaseException: must never be swallowed by `except Exception`)
 ├── Parked                    the workflow released its lease to wait (sleep, message, children)
@@ -43,8 +49,40 @@ class ConflictError(KodoError):
     code = "conflict"
 
 
+class RunStateError(ConflictError):
+    """The run's state machine forbids the request; `run_status` is the status it is in."""
+
+    code = "run_state_conflict"
+
+    def __init__(self, message: str, *, run_status: str) -> None:
+        super().__init__(message, run_status=run_status)
+        self.run_status = run_status
+
+
 class ValidationError(KodoError):
     code = "validation_error"
+
+
+class SchemaError(ValidationError):
+    """A request body failed its schema; `details` lists one reason per failed check."""
+
+    code = "schema_violation"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]]) -> None:
+        super().__init__(message, details=details)
+        self.details = details
+
+
+class QueuePolicyError(ValidationError):
+    """A run start broke the queue policy (contract-api §5.2); the message is the contract's."""
+
+    code = "queue_policy_violation"
+
+
+class UnavailableError(KodoError):
+    """A dependency the request needs (the database) does not answer."""
+
+    code = "unavailable"
 
 
 class NonDeterminismError(KodoError):

@@ -3,13 +3,16 @@
 `KODO_FAULTS="step.committed@mark"` arms the point `step.committed` for operations named `mark`
 (`*` matches any). When an armed point is reached the process writes `<point>@<name>` to the file
 named by KODO_FAULT_FILE (if set), flushes it, and then hangs, so a test can `kill -9` the worker at
-exactly that instruction. Each point is used at exactly one call site.
+exactly that instruction. Each point is used at exactly one call site. The variables are read through
+`kodo.config.fault_settings`, at each call (not once), so a test arms a worker through its environment.
 """
 
 from __future__ import annotations
 
 import os
 import time
+
+from kodo.config import fault_settings
 
 STEP_STARTED = "step.started"  # inside a step: boundary checked, function not yet run
 STEP_COMMITTED = "step.committed"  # right after a step's checkpoint committed
@@ -18,10 +21,9 @@ WORKFLOW_PARKED = "workflow.parked"  # right after a wait was committed (lease r
 ALL_POINTS = (STEP_STARTED, STEP_COMMITTED, WORKFLOW_PARKED)
 
 
-def _armed() -> list[tuple[str, str]]:
-    spec = os.environ.get("KODO_FAULTS", "").strip()
+def _armed(spec: str | None) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
+    for item in filter(None, (s.strip() for s in (spec or "").split(","))):
         point, _, name = item.partition("@")
         if point not in ALL_POINTS:
             raise ValueError(f"unknown fault point {point!r}; known: {', '.join(ALL_POINTS)}")
@@ -31,13 +33,13 @@ def _armed() -> list[tuple[str, str]]:
 
 def reached(point: str, name: str) -> None:
     """Hang here (awaiting SIGKILL) if `point` is armed for `name`; otherwise return at once."""
-    if "KODO_FAULTS" not in os.environ:
+    settings = fault_settings()
+    if settings is None:
         return
-    for armed_point, armed_name in _armed():
+    for armed_point, armed_name in _armed(settings.spec):
         if armed_point == point and armed_name in ("*", name):
-            marker = os.environ.get("KODO_FAULT_FILE")
-            if marker:
-                with open(marker, "a", encoding="utf-8") as fh:
+            if settings.marker_file:
+                with open(settings.marker_file, "a", encoding="utf-8") as fh:
                     fh.write(f"{point}@{name} pid={os.getpid()}\n")
             while True:  # the test kills us here
                 time.sleep(3600)

@@ -7,7 +7,6 @@ Celery app object that Celery requires.
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 
 from celery import Celery
@@ -25,8 +24,8 @@ from kodo.workflow.reconciler import Reconciler
 DEFAULT_WORKFLOW_MODULES = ("kodo.demo.crashdemo", "kodo.intent.workflow")
 
 
-def import_workflow_modules() -> None:
-    extra = [m.strip() for m in os.environ.get("KODO_WORKFLOW_MODULES", "").split(",") if m.strip()]
+def import_workflow_modules(extra: tuple[str, ...]) -> None:
+    """Import the default workflow modules and `extra` (Settings.workflow_modules)."""
     for name in (*DEFAULT_WORKFLOW_MODULES, *extra):
         importlib.import_module(name)
 
@@ -42,7 +41,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings | None = None, celery_app: Celery | None = None) -> Runtime:
         settings = settings or Settings.from_env()
-        import_workflow_modules()
+        import_workflow_modules(settings.workflow_modules)
         db = Database(settings.database_url, settings.db_pool_max)
         store = PgStore(db)
         engine = Engine(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response
 
 from kodo.api.errors import json_response, register
+from kodo.api.health import ping
 from kodo.db.queries import Q
 from kodo.runtime import Runtime
 
@@ -16,11 +17,7 @@ def create_admin_app(runtime: Runtime) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
-        try:
-            with runtime.db.conn() as c:
-                c.execute("SELECT 1")
-        except Exception:
-            return json_response({"ok": False, "error": "database unavailable"}, 503)
+        ping(runtime.db)
         return json_response({"ok": True, "appVersion": runtime.settings.app_version})
 
     @app.get("/queues")

@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from kodo.api.errors import ApiError
 from kodo.api.intents import service
 from kodo.db.queries import Q
+from kodo.errors import NotFoundError
 from kodo.intent.projections import iso, js_truthy
 
 bp = Blueprint("artifacts", __name__)
@@ -58,7 +58,7 @@ def get_artifact(artifact_id: str) -> Response:
     with service().db.conn() as c:
         art = c.execute(Q["api_artifact_by_uri"], {"uri": artifact_id}).fetchone()
     if art is None:
-        raise ApiError(404, "artifact not found")
+        raise NotFoundError("artifact not found")
     # The original tested `if (artifact.inline)`: null, false, 0 and "" fall back to the row.
     if js_truthy(art["inline"]):
         body, ctype = render(art["kind"], art["inline"]), content_type(art["kind"])

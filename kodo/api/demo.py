@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from kodo.api.errors import bad_request, json_response
+from kodo.api.errors import json_response
 from kodo.db.queries import Q
 from kodo.demo.crashdemo import crash_demo
+from kodo.errors import ValidationError
 from kodo.runtime import Runtime
 
 bp = Blueprint("demo", __name__)
@@ -20,7 +21,7 @@ def _runtime() -> Runtime:
 def _wf_param() -> str:
     wf = request.args.get("wf", "")
     if not wf.strip():
-        raise bad_request("wf query param required")
+        raise ValidationError("wf query param required")
     return wf
 
 

@@ -1,7 +1,10 @@
-"""The one mapping from errors to HTTP: every error is `{"error": <string>, ...}` with a fixed status.
+"""The one mapping from errors to HTTP: every status an error gets is chosen here, and nowhere else.
 
-Unknown routes and wrong methods are 404 `{"error":"not found"}` (no 405); anything unexpected is
-500 `{"error":"internal error"}` and is logged, never shown.
+Routes and the intent layer raise kodo errors (`kodo.errors`); `to_http` turns each into its status
+and exact body. Every error body is `{"error": <string>, ...}`: schema failures add `details`, queue
+policy failures `code`, run-state conflicts the run's `status`. Unknown routes and wrong methods are
+404 `{"error":"not found"}` (no 405); anything unexpected is 500 `{"error":"internal error"}` and is
+logged, never shown.
 """
 
 from __future__ import annotations
@@ -12,22 +15,20 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from kodo.errors import ConflictError, KodoError, NotFoundError, ValidationError
+from kodo.errors import (
+    ConflictError,
+    KodoError,
+    NotFoundError,
+    QueuePolicyError,
+    RunStateError,
+    SchemaError,
+    UnavailableError,
+    ValidationError,
+)
 
 log = logging.getLogger(__name__)
 
-
-class ApiError(Exception):
-    """An HTTP error with an exact body, raised by handlers after validation fails."""
-
-    def __init__(self, status: int, error: str, **extra: Any) -> None:
-        super().__init__(error)
-        self.status = status
-        self.body: dict[str, Any] = {"error": error, **extra}
-
-
-def bad_request(error: str, **extra: Any) -> ApiError:
-    return ApiError(400, error, **extra)
+INTERNAL_ERROR: dict[str, Any] = {"error": "internal error"}
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -37,25 +38,34 @@ def json_response(body: Any, status: int = 200) -> Response:
     return resp
 
 
-_KODO_STATUS: dict[type[KodoError], int] = {
-    NotFoundError: 404,
-    ConflictError: 409,
-    ValidationError: 400,
-}
+def to_http(exc: KodoError) -> tuple[int, dict[str, Any]]:
+    """The status and body of a kodo error; 500 `internal error` for one no client should see."""
+    body: dict[str, Any] = {"error": exc.message}
+    # Subclasses before their bases: the first match wins.
+    if isinstance(exc, SchemaError):
+        return 400, {**body, "details": exc.details}
+    if isinstance(exc, QueuePolicyError):
+        return 400, {**body, "code": exc.code}
+    if isinstance(exc, ValidationError):
+        return 400, body
+    if isinstance(exc, NotFoundError):
+        return 404, body
+    if isinstance(exc, RunStateError):
+        return 409, {**body, "status": exc.run_status}
+    if isinstance(exc, ConflictError):
+        return 409, body
+    if isinstance(exc, UnavailableError):
+        return 503, {"ok": False, **body}  # the health routes' body
+    return 500, dict(INTERNAL_ERROR)
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
-        return json_response(exc.body, exc.status)
-
     @app.errorhandler(KodoError)
     def _kodo_error(exc: KodoError) -> Response:
-        for cls, status in _KODO_STATUS.items():
-            if isinstance(exc, cls):
-                return json_response({"error": exc.message}, status)
-        log.error("unmapped kodo error: %s", exc, exc_info=exc)
-        return json_response({"error": "internal error"}, 500)
+        status, body = to_http(exc)
+        if status >= 500 and not isinstance(exc, UnavailableError):
+            log.error("unmapped kodo error: %s", exc, exc_info=exc)
+        return json_response(body, status)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -63,9 +73,9 @@ def register(app: Flask) -> None:
             return json_response({"error": "not found"}, 404)
         if exc.code is not None and exc.code < 500:
             return json_response({"error": (exc.description or exc.name).lower()}, exc.code)
-        return json_response({"error": "internal error"}, 500)
+        return json_response(INTERNAL_ERROR, 500)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
-        return json_response({"error": "internal error"}, 500)
+        return json_response(INTERNAL_ERROR, 500)

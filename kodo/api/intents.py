@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 
 from kodo.api.errors import json_response
-from kodo.api.schemas import Intent, parse_json_body, validate
+from kodo.api.schemas import parse_json_body, validate
+from kodo.intent.requests import Intent
 from kodo.intent.service import IntentService
 
 SERVICE_KEY = "kodo.intents"

@@ -1,7 +1,7 @@
 """`GET /openapi.json`: an OpenAPI 3.1 document of every route the app serves.
 
 The paths come from the app's URL map, so a served route cannot be missing; the schemas come from
-the pydantic models that validate requests (`kodo.api.schemas`) and the TypedDicts that check
+the pydantic models that validate requests (`kodo.intent.requests`) and the TypedDicts that check
 responses (`kodo.intent.projections`). The table below adds summaries and status codes.
 """
 
@@ -17,8 +17,8 @@ from typing_extensions import TypedDict
 
 import kodo
 from kodo.api.errors import json_response
-from kodo.api.schemas import Intent, NonEmptyStr, PlanApprovalRequest, RunEvent, RunRequest
 from kodo.intent.projections import RunHeader, RunView, StepRow
+from kodo.intent.requests import Intent, NonEmptyStr, PlanApprovalRequest, RunEvent, RunRequest
 
 bp = Blueprint("openapi", __name__)
 

@@ -10,28 +10,17 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from kodo.api.errors import ApiError, bad_request, json_response
+from kodo.api.errors import json_response
 from kodo.api.intents import service
-from kodo.api.schemas import PlanApprovalRequest, RunEvent, RunRequest, parse_json_body, validate
-from kodo.intent import RETRYABLE_RUN_STATUSES, WAITING_INPUT, projections
+from kodo.api.schemas import parse_json_body, validate
+from kodo.errors import NotFoundError, ValidationError
+from kodo.intent import projections
+from kodo.intent.requests import PlanApprovalRequest, RunEvent, RunRequest
+from kodo.intent.service import check_accepts_event, check_retryable
 
 bp = Blueprint("runs", __name__)
 
 Row = dict[str, Any]
-
-
-def _run_or_404(id_or_workflow_id: str) -> Row:
-    run = service().find_run(id_or_workflow_id)
-    if run is None:
-        raise ApiError(404, "run not found")
-    return run
-
-
-def _conflict(message: str, status: str) -> ApiError:
-    """409 `{"error": ..., "status": <run status>}` (the run's state machine forbids the request)."""
-    err = ApiError(409, message)
-    err.body["status"] = status  # not a keyword: ApiError's own first parameter is `status`
-    return err
 
 
 def _start(intent_id: str, body: object) -> Row:
@@ -39,7 +28,7 @@ def _start(intent_id: str, body: object) -> Row:
     req = validate(RunRequest, body, "RunRequest")
     svc = service()
     if svc.find_intent(intent_id) is None:
-        raise ApiError(404, f"Intent not found: {intent_id}")
+        raise NotFoundError(f"Intent not found: {intent_id}")
     return svc.start_run(intent_id, req, svc.queue_policy(req))
 
 
@@ -50,14 +39,14 @@ def _start(intent_id: str, body: object) -> Row:
 def start_legacy(intent_id: str) -> Response:
     # The intent is looked up before the body is read: a missing intent with a bad body is a 404.
     if service().find_intent(intent_id) is None:
-        raise ApiError(404, "intent not found")
+        raise NotFoundError("intent not found")
     run = _start(intent_id, parse_json_body(request.get_data()))
     return json_response({"runId": run["id"], "workflowId": run["workflow_id"]}, 202)
 
 
 @bp.get("/runs/<run_id>")
 def get_run_view(run_id: str) -> Response:
-    run = _run_or_404(run_id)
+    run = service().get_run(run_id)
     with service().db.conn() as c:
         return json_response(projections.run_view(c, run))
 
@@ -69,10 +58,9 @@ def approve_legacy(run_id: str) -> Response:
 
 @bp.post("/runs/<run_id>/events")
 def send_event(run_id: str) -> Response:
-    run = _run_or_404(run_id)
+    run = service().get_run(run_id)
     # The status check comes before the body: an early event with a bad body is a 409.
-    if run["status"] != WAITING_INPUT:
-        raise _conflict(f"cannot send event to run in status {run['status']}", run["status"])
+    check_accepts_event(run)
     event = validate(RunEvent, parse_json_body(request.get_data(), empty_as_object=False), "RunEvent")
     service().send_event(run, event)
     return json_response({"accepted": True}, 202)
@@ -81,9 +69,8 @@ def send_event(run_id: str) -> Response:
 @bp.post("/runs/<run_id>/retry")
 def retry(run_id: str) -> Response:
     # The body is ignored.
-    run = _run_or_404(run_id)
-    if run["status"] not in RETRYABLE_RUN_STATUSES:
-        raise _conflict(f"cannot retry run in status {run['status']}", run["status"])
+    run = service().get_run(run_id)
+    check_retryable(run)
     from_step = service().retry(run)
     return json_response({"accepted": True, "newRunId": run["id"], "fromStep": from_step}, 202)
 
@@ -95,11 +82,11 @@ def retry(run_id: str) -> Response:
 def start_api() -> Response:
     body = parse_json_body(request.get_data(), empty_as_object=False)
     if not isinstance(body, dict):
-        raise bad_request("invalid json payload")
+        raise ValidationError("invalid json payload")
     fields = dict(body)
     intent_id = fields.pop("intentId", None)
     if not isinstance(intent_id, str) or intent_id == "":
-        raise bad_request("intentId required")
+        raise ValidationError("intentId required")
     run = _start(intent_id, fields)
     # Projected from the run row only (no engine overlay): a fresh run is ENQUEUED.
     header = projections.project_run_header(run, trace_base_url=service().settings.trace_base_url)
@@ -108,7 +95,7 @@ def start_api() -> Response:
 
 @bp.get("/api/runs/<workflow_id>")
 def get_run_header(workflow_id: str) -> Response:
-    run = _run_or_404(workflow_id)
+    run = service().get_run(workflow_id)
     with service().db.conn() as c:
         header = projections.run_header(c, run, trace_base_url=service().settings.trace_base_url)
     return json_response(header)
@@ -116,7 +103,7 @@ def get_run_header(workflow_id: str) -> Response:
 
 @bp.get("/api/runs/<workflow_id>/steps")
 def get_step_rows(workflow_id: str) -> Response:
-    run = _run_or_404(workflow_id)
+    run = service().get_run(workflow_id)
     with service().db.conn() as c:
         return json_response(projections.step_rows(c, run))
 
@@ -131,7 +118,7 @@ def approve_api(workflow_id: str) -> Response:
 
 def _approve(id_or_workflow_id: str, *, empty_as_object: bool) -> Response:
     """Both approve-plan routes: run lookup → parse → validate → approve. Never a 409."""
-    run = _run_or_404(id_or_workflow_id)
+    run = service().get_run(id_or_workflow_id)
     body = parse_json_body(request.get_data(), empty_as_object=empty_as_object)
     approval = validate(PlanApprovalRequest, body, "PlanApprovalRequest")
     approved_at = service().approve_plan(run, approval.approved_by, approval.notes)

@@ -1,98 +1,26 @@
-"""Strict request schemas of the HTTP contract (§3.1-3.4) and the body parsing of §1.2.
+"""Body parsing (§1.2) and validation against the request models, with the contract's 400 bodies.
 
-The pydantic models are the single source of truth: handlers validate with `validate()`, and
-`model_json_schema()` feeds `/openapi.json`. Every object forbids unknown keys, every optional field
-is nullable, and integers are strict (`1.5` and `true` are rejected).
-
-Validation failures become `400 {"error": "invalid <Schema>: <reasons>", "details": [...]}` with
-Ajv-style reasons (`data must have required property 'goal'`, `data/limit must be >= 1`) and
-details items `{instancePath, schemaPath, keyword, params, message}`.
+The models live in the intent layer (`kodo.intent.requests`); this module is the HTTP side of them:
+`parse_json_body` reads a raw body as JSON, and `validate` checks it against a model. A failure is a
+`SchemaError` with the message `invalid <Schema>: <reasons>` and Ajv-style reasons
+(`data must have required property 'goal'`, `data/limit must be >= 1`) and `details` items
+`{instancePath, schemaPath, keyword, params, message}`; `kodo.api.errors` turns it into the 400.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from kodo.api.errors import ApiError
+from kodo.errors import SchemaError, ValidationError
 
-__all__ = [
-    "Intent",
-    "PlanApprovalRequest",
-    "QueueName",
-    "RunEvent",
-    "RunRequest",
-    "Workload",
-    "parse_json_body",
-    "validate",
-]
+__all__ = ["parse_json_body", "validate"]
 
 T = TypeVar("T", bound=BaseModel)
-
-QueueName = Literal["compileQ", "sbxQ", "controlQ", "intentQ"]
-NonEmptyStr = Annotated[str, Field(min_length=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-
-
-class Intent(BaseModel):
-    """`Intent.v0`: body of `POST /intents` and `POST /api/intents`."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="Intent")
-
-    goal: NonEmptyStr
-    inputs: dict[str, Any]
-    constraints: dict[str, Any]
-    connectors: list[str] | None = None
-
-
-class Workload(BaseModel):
-    """`RunRequest.workload`: checked against recipe caps only."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="Workload")
-
-    concurrency: NonNegativeInt
-    steps: NonNegativeInt
-    sandbox_minutes: NonNegativeInt = Field(alias="sandboxMinutes")
-
-
-class RunRequest(BaseModel):
-    """`RunRequest.v0`: body of `POST /intents/:id/run` (and of `POST /api/runs` minus `intentId`)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="RunRequest")
-
-    trace_id: str | None = Field(default=None, alias="traceId")
-    queue_name: QueueName | None = Field(default=None, alias="queueName")
-    priority: int | None = None
-    deduplication_id: str | None = Field(default=None, alias="deduplicationID")
-    timeout_ms: int | None = Field(default=None, alias="timeoutMS")
-    recipe_name: str | None = Field(default=None, alias="recipeName")
-    recipe_version: int | None = Field(default=None, alias="recipeVersion")
-    workload: Workload | None = None
-    tenant_id: NonEmptyStr | None = Field(default=None, alias="tenantId")
-    task_key: NonEmptyStr | None = Field(default=None, alias="taskKey")
-    queue_partition_key: NonEmptyStr | None = Field(default=None, alias="queuePartitionKey")
-
-
-class RunEvent(BaseModel):
-    """`RunEvent.v0`: body of `POST /runs/:id/events`."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="RunEvent")
-
-    type: str
-    payload: dict[str, Any]
-
-
-class PlanApprovalRequest(BaseModel):
-    """`PlanApprovalRequest.v0`: body of both approve-plan routes."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="PlanApprovalRequest")
-
-    approved_by: NonEmptyStr = Field(alias="approvedBy")
-    notes: str | None = None
 
 
 # --- body parsing (§1.2) -----------------------------------------------------------------------
@@ -103,7 +31,7 @@ def parse_json_body(raw: bytes, *, empty_as_object: bool = True) -> object:
 
     An empty body is `{}`. With `empty_as_object` (the default) a whitespace-only body is `{}` too;
     without it, only the empty string is, and whitespace fails as malformed JSON.
-    Malformed JSON raises `400 {"error": "invalid json"}` (no `details`).
+    Malformed JSON raises a ValidationError `invalid json` (a 400 without `details`).
     """
     if raw == b"" or (empty_as_object and raw.strip() == b""):
         return {}
@@ -111,7 +39,7 @@ def parse_json_body(raw: bytes, *, empty_as_object: bool = True) -> object:
         text = raw.decode("utf-8")
         return json.loads(text, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid json") from exc
+        raise ValidationError("invalid json") from exc
 
 
 def _reject_constant(name: str) -> object:
@@ -123,13 +51,13 @@ def _reject_constant(name: str) -> object:
 
 
 def validate(model: type[T], data: object, schema_name: str) -> T:
-    """Validate parsed JSON against `model`, or raise the contract's 400 V error."""
+    """Validate parsed JSON against `model`, or raise the contract's V error (a SchemaError)."""
     try:
         return model.model_validate(data, strict=True)
     except PydanticValidationError as exc:
         details = [_to_detail(err) for err in exc.errors(include_url=False)]
         reasons = "; ".join(_data_path(d["instancePath"]) + " " + d["message"] for d in details)
-        raise ApiError(400, f"invalid {schema_name}: {reasons}", details=details) from None
+        raise SchemaError(f"invalid {schema_name}: {reasons}", details=details) from None
 
 
 _TYPE_NAMES: dict[str, str] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -61,11 +61,11 @@ class PgSession:
         with self.conn.transaction():
             yield
 
-    def _one(self, name: str, params: dict[str, Any] | None = None) -> Row | None:
-        return self.conn.execute(Q[name], params).fetchone()
+    def _one(self, sql: LiteralString, params: dict[str, Any] | None = None) -> Row | None:
+        return self.conn.execute(sql, params).fetchone()
 
-    def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
-        return self.conn.execute(Q[name], params).fetchall()
+    def _all(self, sql: LiteralString, params: dict[str, Any]) -> list[Row]:
+        return self.conn.execute(sql, params).fetchall()
 
     # ---- claiming --------------------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class PgSession:
         self, workflow_id: str, executor_id: str, app_version: str, now: int, lease_until: int
     ) -> Claim | None:
         row = self._one(
-            "claim_workflow",
+            Q["claim_workflow"],
             {
                 "workflow_uuid": workflow_id,
                 "executor_id": executor_id,
@@ -97,7 +97,7 @@ class PgSession:
         )
 
     def count_noop(self, workflow_id: str, app_version: str) -> NoopReason | None:
-        row = self._one("count_noop_delivery", {"workflow_uuid": workflow_id, "app_version": app_version})
+        row = self._one(Q["count_noop_delivery"], {"workflow_uuid": workflow_id, "app_version": app_version})
         if row is None:
             return None
         return NoopReason(
@@ -110,7 +110,7 @@ class PgSession:
 
     def expire_lease(self, workflow_id: str, executor_id: str, epoch: int, now: int) -> None:
         self._one(
-            "expire_lease",
+            Q["expire_lease"],
             {"workflow_uuid": workflow_id, "executor_id": executor_id, "epoch": epoch, "now": now},
         )
 
@@ -120,7 +120,7 @@ class PgSession:
         self, fence: Fence, cp: Checkpoint, now: int, lease_until: int
     ) -> tuple[WorkflowStatus | None, bool]:
         row = self._one(
-            "record_step",
+            Q["record_step"],
             {
                 **_fence(fence),
                 "function_id": cp.function_id,
@@ -141,7 +141,7 @@ class PgSession:
         self, fence: Fence, attempt: int, function_id: int, error: str, started_at: int, now: int
     ) -> bool:
         row = self._one(
-            "record_attempt",
+            Q["record_attempt"],
             {
                 **_fence(fence),
                 "function_id": function_id,
@@ -154,25 +154,25 @@ class PgSession:
         return row is not None
 
     def get_step(self, workflow_id: str, function_id: int) -> Recorded | None:
-        row = self._one("get_step", {"workflow_uuid": workflow_id, "function_id": function_id})
+        row = self._one(Q["get_step"], {"workflow_uuid": workflow_id, "function_id": function_id})
         return None if row is None else Recorded(**row)
 
     def boundary(self, workflow_id: str) -> Boundary | None:
-        row = self._one("check_boundary", {"workflow_uuid": workflow_id})
+        row = self._one(Q["check_boundary"], {"workflow_uuid": workflow_id})
         if row is None:
             return None
         return Boundary(WorkflowStatus(row["status"]), int(row["lease_epoch"]), row["executor_id"])
 
     def lock_own(self, fence: Fence) -> WorkflowStatus | None:
-        row = self._one("lock_own", _fence(fence))
+        row = self._one(Q["lock_own"], _fence(fence))
         return None if row is None else WorkflowStatus(row["status"])
 
     def lock(self, workflow_id: str) -> Row | None:
-        return self._one("lock_workflow", {"workflow_uuid": workflow_id})
+        return self._one(Q["lock_workflow"], {"workflow_uuid": workflow_id})
 
     def park(self, fence: Fence, wait: Wait, wake_at: int | None, now: int) -> bool:
         row = self._one(
-            "park_workflow",
+            Q["park_workflow"],
             {
                 **_fence(fence),
                 "wait_kind": wait.kind.value,
@@ -182,17 +182,17 @@ class PgSession:
             },
         )
         if row is not None and wake_at is not None:
-            self._one("notify_timer", {"wake_at": wake_at})
+            self._one(Q["notify_timer"], {"wake_at": wake_at})
         return row is not None
 
     def release(self, fence: Fence, now: int) -> bool:
-        return self._one("release_lease", {**_fence(fence), "now": now}) is not None
+        return self._one(Q["release_lease"], {**_fence(fence), "now": now}) is not None
 
     def complete(
         self, fence: Fence, status: WorkflowStatus, output: str | None, error: str | None, now: int
     ) -> bool:
         row = self._one(
-            "complete_workflow",
+            Q["complete_workflow"],
             {**_fence(fence), "status": status.value, "output": output, "error": error, "now": now},
         )
         return row is not None
@@ -200,16 +200,16 @@ class PgSession:
     # ---- wakers ----------------------------------------------------------------------------
 
     def wake_parent(self, parent: str, child: str, now: int) -> Doorbell | None:
-        return _bell(self._one("wake_parent", {"parent": parent, "child": child, "now": now}))
+        return _bell(self._one(Q["wake_parent"], {"parent": parent, "child": child, "now": now}))
 
     def wake_receiver(self, destination: str, topic: str, now: int) -> Doorbell | None:
-        return _bell(self._one("wake_receiver", {"destination": destination, "topic": topic, "now": now}))
+        return _bell(self._one(Q["wake_receiver"], {"destination": destination, "topic": topic, "now": now}))
 
     def insert_notification(
         self, message_uuid: str, destination: str, topic: str, message: str, now: int
     ) -> bool:
         row = self._one(
-            "insert_notification",
+            Q["insert_notification"],
             {
                 "message_uuid": message_uuid,
                 "destination": destination,
@@ -222,7 +222,7 @@ class PgSession:
 
     def take_message(self, workflow_id: str, topic: str, function_id: int, now: int) -> str | None:
         row = self._one(
-            "take_message",
+            Q["take_message"],
             {"workflow_uuid": workflow_id, "topic": topic, "now": now, "function_id": function_id},
         )
         return None if row is None else str(row["message"])
@@ -246,30 +246,30 @@ class PgSession:
             "now": now,
         }
         if new.deduplication_id is None:  # only the deduplication index can raise: no savepoint needed
-            row = self._one("insert_workflow", params)
+            row = self._one(Q["insert_workflow"], params)
         else:
             try:
                 # A savepoint (inside a transaction) keeps a clash from poisoning the caller's work.
                 with self.conn.transaction():
-                    row = self._one("insert_workflow", params)
+                    row = self._one(Q["insert_workflow"], params)
             except psycopg.errors.UniqueViolation as exc:
                 raise DuplicateError(new.deduplication_id) from exc
         return None if row is None else Doorbell(new.workflow_id, new.queue)
 
     def get_workflow(self, workflow_id: str) -> Row | None:
-        return self._one("get_workflow", {"workflow_uuid": workflow_id})
+        return self._one(Q["get_workflow"], {"workflow_uuid": workflow_id})
 
     def child_states(self, parent: str) -> list[Row]:
-        return self._all("child_states", {"parent": parent})
+        return self._all(Q["child_states"], {"parent": parent})
 
     def cancel(self, workflow_id: str, now: int) -> bool:
-        return self._one("cancel_workflow", {"workflow_uuid": workflow_id, "now": now}) is not None
+        return self._one(Q["cancel_workflow"], {"workflow_uuid": workflow_id, "now": now}) is not None
 
     def resume(self, workflow_id: str, now: int) -> Doorbell | None:
-        return _bell(self._one("resume_workflow", {"workflow_uuid": workflow_id, "now": now}))
+        return _bell(self._one(Q["resume_workflow"], {"workflow_uuid": workflow_id, "now": now}))
 
     def max_function_id(self, workflow_id: str) -> int:
-        row = self._one("max_function_id", {"workflow_uuid": workflow_id})
+        row = self._one(Q["max_function_id"], {"workflow_uuid": workflow_id})
         return int(row["max_id"]) if row is not None else 0
 
     def fork_copy(self, new_workflow_id: str, workflow_id: str, start_step: int) -> None:
@@ -279,7 +279,7 @@ class PgSession:
         )
 
     def list_steps(self, workflow_id: str) -> list[Row]:
-        return self._all("list_steps", {"workflow_uuid": workflow_id})
+        return self._all(Q["list_steps"], {"workflow_uuid": workflow_id})
 
     def renew_leases(self, executor_id: str, lease_until: int) -> None:
         self.conn.execute(Q["renew_leases"], {"executor_id": executor_id, "lease_until": lease_until})
@@ -290,29 +290,29 @@ class PgSession:
     # ---- reconciler ------------------------------------------------------------------------
 
     def wake_due_timers(self, now: int, app_version: str, limit: int) -> list[Doorbell]:
-        rows = self._all("wake_due_timers", {"now": now, "app_version": app_version, "limit": limit})
+        rows = self._all(Q["wake_due_timers"], {"now": now, "app_version": app_version, "limit": limit})
         return [Doorbell(r["workflow_uuid"], r["queue_name"]) for r in rows]
 
     def next_wake_at(self, app_version: str) -> int | None:
-        row = self._one("next_wake_at", {"app_version": app_version})
+        row = self._one(Q["next_wake_at"], {"app_version": app_version})
         return None if row is None or row["wake_at"] is None else int(row["wake_at"])
 
     def leases_on_host(self, host_prefix: str) -> list[Row]:
-        return self._all("leases_on_host", {"host_prefix": host_prefix})
+        return self._all(Q["leases_on_host"], {"host_prefix": host_prefix})
 
     def republish_stale(self, now: int, app_version: str, limit: int, republish_after: int) -> list[Doorbell]:
         rows = self._all(
-            "republish_stale",
+            Q["republish_stale"],
             {"now": now, "app_version": app_version, "limit": limit, "republish_after": republish_after},
         )
         return [Doorbell(r["workflow_uuid"], r["queue_name"]) for r in rows]
 
     def expired_workflows(self, now: int, app_version: str, limit: int) -> list[str]:
-        rows = self._all("expired_workflows", {"now": now, "app_version": app_version, "limit": limit})
+        rows = self._all(Q["expired_workflows"], {"now": now, "app_version": app_version, "limit": limit})
         return [str(r["workflow_uuid"]) for r in rows]
 
     def try_singleton(self, key: int) -> bool:
-        row = self._one("try_singleton", {"key": key})
+        row = self._one(Q["try_singleton"], {"key": key})
         return bool(row and row["got"])
 
 

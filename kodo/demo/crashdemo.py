@@ -10,7 +10,7 @@ from typing import Any
 
 from kodo import workflow as wf
 from kodo.db.queries import Q
-from kodo.dispatch import QUEUE_CONTROL
+from kodo.queues import CONTROL_QUEUE
 
 
 @wf.transaction(name="crashdemo.mark")
@@ -19,7 +19,7 @@ def mark(conn: Any, run_id: str, step: str) -> str:
     return step
 
 
-@wf.workflow(name="CrashDemoWorkflow", queue=QUEUE_CONTROL, max_recovery_attempts=10)
+@wf.workflow(name="CrashDemoWorkflow", queue=CONTROL_QUEUE, max_recovery_attempts=10)
 def crash_demo(sleep_ms: int) -> dict[str, Any]:
     run_id = wf.current_workflow_id()
     mark(run_id, "s1")

@@ -6,17 +6,17 @@ HTTP projections read them verbatim.
 
 from __future__ import annotations
 
+# Queue names are defined once, in kodo.queues; re-exported for the product's modules.
+from kodo.queues import CONTROL_QUEUE as CONTROL_QUEUE
+from kodo.queues import INTENT_QUEUE as INTENT_QUEUE
+from kodo.queues import SBX_QUEUE as SBX_QUEUE
+
 # Durable workflows (names recorded in dbos.workflow_status.name).
 RUN_WORKFLOW = "IntentWorkflow.run"  # args (workflow_id,), id = intent id, queue intentQ
 REPAIR_WORKFLOW = "IntentWorkflow.repair"  # args (run_id, repair_no), id repair_workflow_id(), controlQ
 TASK_WORKFLOW = (
     "IntentWorkflow.taskWorkflow"  # args (task, run_id, attempt_base), id = task_key (+-r<n>), sbxQ
 )
-
-INTENT_QUEUE = "intentQ"
-SBX_QUEUE = "sbxQ"
-CONTROL_QUEUE = "controlQ"
-QUEUES = ("compileQ", "sbxQ", "controlQ", "intentQ")
 
 # The one topic both /events and approve-plan post to; the gates wait on it.
 HUMAN_EVENT_TOPIC = "human-event"
@@ -31,13 +31,10 @@ PHASES = {
     "ExecuteST": "execution",
 }
 
-# app.runs.status (legacy, lower case) and the terminal subset.
-QUEUED, RUNNING, WAITING_INPUT = "queued", "running", "waiting_input"
-SUCCEEDED, FAILED, CANCELED = "succeeded", "failed", "canceled"
-RETRIES_EXCEEDED, REPAIRING = "retries_exceeded", "repairing"
-RUN_STATUSES = (QUEUED, RUNNING, WAITING_INPUT, SUCCEEDED, FAILED, CANCELED, RETRIES_EXCEEDED, REPAIRING)
-TERMINAL_RUN_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELED, RETRIES_EXCEEDED})
-RETRYABLE_RUN_STATUSES = frozenset({FAILED, RETRIES_EXCEEDED})
+# app.runs.status values the service checks (the full set: projections.RunStatus): a run at a gate
+# takes human events, and a repair starts only from a failed run.
+WAITING_INPUT = "waiting_input"
+RETRYABLE_RUN_STATUSES = frozenset({"failed", "retries_exceeded"})
 
 # app.runs.next_action
 APPROVE_PLAN, NONE, REPAIR = "APPROVE_PLAN", "NONE", "REPAIR"

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
+from kodo.db.jsonb import Jsonb
 from kodo.db.pool import Conn
 from kodo.db.queries import Q
 from kodo.intent.canonical import sha256_hex

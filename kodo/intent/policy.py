@@ -1,7 +1,8 @@
 """Queue policy of a parent run start (contract-api §5.2): recipe, queue, caps, dedupe, partition law.
 
 Read-only. `resolve` looks the recipe up and `check` applies the rules in the contract's order; the
-first failure wins and is a 400 `queue_policy_violation` with the original's exact message.
+first failure wins and raises `QueuePolicyError` (HTTP: 400 `queue_policy_violation`) with the
+original's exact message.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kodo.api.errors import ApiError
-from kodo.api.schemas import RunRequest
 from kodo.db.pool import Conn
 from kodo.db.queries import Q
-from kodo.intent import INTENT_QUEUE, QUEUES
+from kodo.errors import QueuePolicyError
+from kodo.intent.requests import RunRequest
+from kodo.queues import INTENT_QUEUE, REQUESTABLE_QUEUES
 
 DEFAULT_RECIPE = "compile-default"
-POLICY_ERROR_CODE = "queue_policy_violation"
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,6 @@ class QueuePolicy:
     recipe_version: int
 
 
-def violation(message: str) -> ApiError:
-    return ApiError(400, message, code=POLICY_ERROR_CODE)
-
-
 def recipe_name_of(req: RunRequest) -> str:
     return DEFAULT_RECIPE if req.recipe_name is None else req.recipe_name
 
@@ -71,12 +67,12 @@ def _blank(value: str | None) -> bool:
 def check(recipe: Recipe | None, req: RunRequest, *, partition_law: bool) -> QueuePolicy:
     """The rules of §5.2 in order. `partition_law` is SBX_QUEUE_PARTITION (parent starts)."""
     if recipe is None:
-        raise violation(f"recipe not found: {recipe_name_of(req)}")
+        raise QueuePolicyError(f"recipe not found: {recipe_name_of(req)}")
     queue = recipe.queue_name if req.queue_name is None else req.queue_name
-    if queue not in QUEUES:
-        raise violation(f"unsupported queueName: {queue}")
+    if queue not in REQUESTABLE_QUEUES:
+        raise QueuePolicyError(f"unsupported queueName: {queue}")
     if queue != INTENT_QUEUE:
-        raise violation(f"parent intent workflow must use intentQ (got {queue})")
+        raise QueuePolicyError(f"parent intent workflow must use intentQ (got {queue})")
     if req.workload is not None:
         caps = (
             ("concurrency", req.workload.concurrency, recipe.max_concurrency),
@@ -85,15 +81,15 @@ def check(recipe: Recipe | None, req: RunRequest, *, partition_law: bool) -> Que
         )
         for name, value, cap in caps:
             if value > cap:
-                raise violation(f"recipe cap exceeded: {name} {value} > {cap}")
+                raise QueuePolicyError(f"recipe cap exceeded: {name} {value} > {cap}")
     deduplication_id = req.task_key if req.deduplication_id is None else req.deduplication_id
     if _blank(req.tenant_id):
-        raise violation("tenantId cannot be blank")
+        raise QueuePolicyError("tenantId cannot be blank")
     if _blank(req.task_key):
-        raise violation("taskKey cannot be blank")
+        raise QueuePolicyError("taskKey cannot be blank")
     # Partition law. Only parents reach here, on intentQ (an sbxQ start would always need a key).
     if partition_law and (req.queue_partition_key is None or _blank(req.queue_partition_key)):
-        raise violation(
+        raise QueuePolicyError(
             f"queuePartitionKey is required for partitioned operations (queue: {queue}, isParent: true)"
         )
     return QueuePolicy(

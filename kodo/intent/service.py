@@ -1,25 +1,27 @@
 """The intent product's commands behind the HTTP API: create intents, start, approve, message, repair.
 
 Each command is one transaction, and anything published to the broker goes out after it commits.
-Callers validate first: nothing here re-checks schemas or the queue policy. Must not import flask.
+Callers validate first and in the contract's order: nothing here re-checks schemas or the queue policy,
+and the run-state rules (`check_accepts_event`, `check_retryable`) are called by them. Errors are kodo
+errors (`kodo.errors`); `kodo.api.errors` maps them to HTTP. Must not import flask.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from psycopg.types.json import Jsonb
-
-from kodo.api.schemas import Intent, RunEvent, RunRequest
-from kodo.db.pool import Conn
+from kodo.config import Settings
+from kodo.db.jsonb import Jsonb
+from kodo.db.pool import Conn, Database
 from kodo.db.queries import Q
-from kodo.errors import KodoError
+from kodo.errors import KodoError, NotFoundError, RunStateError
 from kodo.intent import (
     CONTROL_QUEUE,
     HUMAN_EVENT_TOPIC,
     INTENT_QUEUE,
     REPAIR_WORKFLOW,
+    RETRYABLE_RUN_STATUSES,
     RUN_WORKFLOW,
     WAITING_INPUT,
     repair_workflow_id,
@@ -27,9 +29,9 @@ from kodo.intent import (
 from kodo.intent.ids import INTENT_PREFIX, RUN_PREFIX, IdGenerator
 from kodo.intent.policy import QueuePolicy
 from kodo.intent.policy import resolve as resolve_policy
+from kodo.intent.requests import Intent, RunEvent, RunRequest
 from kodo.intent.workflow import from_step
-from kodo.runtime import Runtime
-from kodo.workflow.client import Started
+from kodo.workflow.client import Client, Started
 
 Row = dict[str, Any]
 
@@ -46,10 +48,30 @@ class RunDivergenceError(KodoError):
     code = "run_divergence"
 
 
-class IntentService:
-    """Intents and runs over one Runtime (its database and workflow client)."""
+class Backend(Protocol):
+    """What the service needs of the process's wiring (`kodo.runtime.Runtime` has it)."""
 
-    def __init__(self, runtime: Runtime, ids: IdGenerator | None = None) -> None:
+    settings: Settings
+    db: Database
+    client: Client
+
+
+def check_accepts_event(run: Row) -> None:
+    """Only a run waiting for input takes a human event; RunStateError otherwise."""
+    if run["status"] != WAITING_INPUT:
+        raise RunStateError(f"cannot send event to run in status {run['status']}", run_status=run["status"])
+
+
+def check_retryable(run: Row) -> None:
+    """Only a failed run can be repaired; RunStateError otherwise."""
+    if run["status"] not in RETRYABLE_RUN_STATUSES:
+        raise RunStateError(f"cannot retry run in status {run['status']}", run_status=run["status"])
+
+
+class IntentService:
+    """Intents and runs over one Runtime (its settings, database and workflow client)."""
+
+    def __init__(self, runtime: Backend, ids: IdGenerator | None = None) -> None:
         self.settings = runtime.settings
         self.db = runtime.db
         self.client = runtime.client
@@ -75,13 +97,16 @@ class IntentService:
 
     # ---- runs ---------------------------------------------------------------------------------
 
-    def find_run(self, id_or_workflow_id: str) -> Row | None:
-        """A run by its run id or its workflow id."""
+    def get_run(self, id_or_workflow_id: str) -> Row:
+        """A run by its run id or its workflow id; NotFoundError `run not found` when there is none."""
         with self.db.conn() as c:
-            return c.execute(Q["api_find_run"], {"id": id_or_workflow_id}).fetchone()
+            run = c.execute(Q["api_find_run"], {"id": id_or_workflow_id}).fetchone()
+        if run is None:
+            raise NotFoundError("run not found")
+        return run
 
     def queue_policy(self, req: RunRequest) -> QueuePolicy:
-        """The queue policy of a parent start (400 `queue_policy_violation` when it fails)."""
+        """The queue policy of a parent start (QueuePolicyError when it fails)."""
         with self.db.conn() as c:
             return resolve_policy(c, req, partition_law=self.settings.sbx_queue_partition)
 
@@ -123,7 +148,7 @@ class IntentService:
                 f"enqueue of run {run['id']} failed: {failure}", run_id=run["id"]
             ) from failure
         assert started is not None
-        self.client.publish_started(started, RUN_WORKFLOW, INTENT_QUEUE)
+        self.client.publish_started(started)
         return run
 
     def _insert_run(self, c: Conn, intent_id: str, req: RunRequest, policy: QueuePolicy) -> tuple[Row, bool]:

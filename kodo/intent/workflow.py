@@ -379,7 +379,9 @@ def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[s
 
     provider = sandbox.provider_for(settings)
     try:
-        result = provider.run(task, {"runId": run_id, "stepId": "ExecuteST"}, on_chunk, context.step_attempt())
+        result = provider.run(
+            task, {"runId": run_id, "stepId": "ExecuteST"}, on_chunk, context.step_attempt()
+        )
     finally:
         stream("stream_closed", {"seq": seq})
     with context.connection(transaction=True) as c:

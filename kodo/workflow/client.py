@@ -106,7 +106,7 @@ class Client:
             ) from exc
         return Started(workflow_id, bell is not None, bell)
 
-    def publish_started(self, started: Started, *_legacy: Any) -> None:
+    def publish_started(self, started: Started) -> None:
         """Publish a workflow `start_txn` created, once the caller's transaction committed."""
         if started.doorbell is not None:
             self.publisher.ring([started.doorbell])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kodo.config import Settings
+from kodo import faults
+from kodo.config import FaultSettings, Settings, fault_settings, workflow_modules_from_env
 from kodo.errors import ConfigError
 
 
@@ -48,3 +49,47 @@ def test_bad_values_are_refused(env: dict[str, str], message: str) -> None:
 @pytest.mark.parametrize(("raw", "expected"), [("TRUE", True), ("1", True), ("false", False), ("0", False)])
 def test_booleans(raw: str, expected: bool) -> None:
     assert Settings.from_env({"KODO_EMBEDDED_RECONCILER": raw}).embedded_reconciler is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, ()),
+        ("", ()),
+        ("  ", ()),
+        ("a.b", ("a.b",)),
+        (" a.b , ,c ,", ("a.b", "c")),
+    ],
+)
+def test_workflow_modules_are_a_comma_list_without_blanks(raw: str | None, expected: tuple[str, ...]) -> None:
+    env = {} if raw is None else {"KODO_WORKFLOW_MODULES": raw}
+    assert Settings.from_env(env).workflow_modules == expected
+    assert workflow_modules_from_env(env) == expected
+
+
+def test_workflow_modules_from_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KODO_WORKFLOW_MODULES", "x.y,z")
+    assert workflow_modules_from_env() == ("x.y", "z")
+    assert Settings.from_env().workflow_modules == ("x.y", "z")
+
+
+def test_fault_settings_are_read_at_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fault_settings({}) is None
+    assert fault_settings({"KODO_FAULTS": ""}) == FaultSettings(spec=None, marker_file=None)
+    env = {"KODO_FAULTS": " step.committed@mark ", "KODO_FAULT_FILE": "/tmp/f"}
+    assert fault_settings(env) == FaultSettings(spec="step.committed@mark", marker_file="/tmp/f")
+    monkeypatch.delenv("KODO_FAULTS", raising=False)
+    assert fault_settings() is None
+    monkeypatch.setenv("KODO_FAULTS", "step.started")
+    assert fault_settings() == FaultSettings(spec="step.started", marker_file=None)
+
+
+def test_an_unarmed_fault_point_returns_and_an_unknown_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KODO_FAULTS", "step.committed@other")
+    faults.reached(faults.STEP_COMMITTED, "mark")  # armed for another name: returns at once
+    faults.reached(faults.STEP_STARTED, "other")  # another point: returns at once
+    monkeypatch.setenv("KODO_FAULTS", "no.such.point")
+    with pytest.raises(ValueError, match=r"unknown fault point 'no\.such\.point'"):
+        faults.reached(faults.STEP_STARTED, "x")

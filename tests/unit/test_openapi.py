@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from kodo.api import create_app
-from kodo.api.schemas import Intent
+from kodo.intent.requests import Intent
 from kodo.runtime import Runtime
 
 ROUTE_ARG = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")

@@ -1,4 +1,7 @@
-"""Queue policy (contract-api §5.2): the rules in order, first failure wins, exact messages."""
+"""Queue policy (contract-api §5.2): the rules in order, first failure wins, exact messages.
+
+A violation is a `QueuePolicyError`; its HTTP status and body come from `kodo.api.errors.to_http`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,18 @@ from typing import Any
 
 import pytest
 
-from kodo.api.errors import ApiError
-from kodo.api.schemas import RunRequest
+from kodo.api.errors import to_http
+from kodo.errors import QueuePolicyError
 from kodo.intent.policy import QueuePolicy, Recipe, check, recipe_name_of
+from kodo.intent.requests import RunRequest
+from kodo.queues import (
+    COMPILE_QUEUE,
+    CONTROL_QUEUE,
+    INTENT_QUEUE,
+    REQUESTABLE_QUEUES,
+    SBX_QUEUE,
+    WORKER_QUEUES,
+)
 
 COMPILE = Recipe("compile-default", 1, "intentQ", 10, 32, 15)
 SANDBOX = Recipe("sandbox-default", 1, "intentQ", 20, 128, 60)
@@ -20,12 +32,13 @@ def _req(**body: Any) -> RunRequest:
 
 
 def _violation(recipe: Recipe | None, body: dict[str, Any], *, partition_law: bool = True) -> str:
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(QueuePolicyError) as err:
         check(recipe, _req(**body), partition_law=partition_law)
-    assert err.value.status == 400
-    assert err.value.body["code"] == "queue_policy_violation"
-    assert list(err.value.body) == ["error", "code"]
-    message: str = err.value.body["error"]
+    status, http_body = to_http(err.value)
+    assert status == 400
+    assert http_body["code"] == "queue_policy_violation"
+    assert list(http_body) == ["error", "code"]
+    message: str = http_body["error"]
     return message
 
 
@@ -143,3 +156,10 @@ def test_explicit_deduplication_id_wins_over_task_key() -> None:
 def test_default_recipe_name() -> None:
     assert recipe_name_of(_req()) == "compile-default"
     assert recipe_name_of(_req(recipeName="sandbox-default")) == "sandbox-default"
+
+
+def test_the_queue_names_are_defined_once() -> None:
+    # QueueName is a Literal (it cannot name the constants): its values must be exactly the queues.
+    assert REQUESTABLE_QUEUES == ("compileQ", "sbxQ", "controlQ", "intentQ")
+    assert set(REQUESTABLE_QUEUES) == {COMPILE_QUEUE, *WORKER_QUEUES}
+    assert (INTENT_QUEUE, SBX_QUEUE, CONTROL_QUEUE) == WORKER_QUEUES

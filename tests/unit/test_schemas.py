@@ -1,22 +1,21 @@
-"""Strict request schemas (§3.1-3.4), the 400 V envelope (§1.3) and body parsing (§1.2)."""
+"""Strict request schemas (§3.1-3.4), the 400 V envelope (§1.3) and body parsing (§1.2).
+
+The models are the intent layer's (`kodo.intent.requests`); parsing and validation raise kodo errors,
+and every expected status and body is checked through `kodo.api.errors.to_http`, the one mapping.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from pydantic import BaseModel
 
-from kodo.api.errors import ApiError
-from kodo.api.schemas import (
-    Intent,
-    PlanApprovalRequest,
-    RunEvent,
-    RunRequest,
-    parse_json_body,
-    validate,
-)
+from kodo.api.errors import to_http
+from kodo.api.schemas import parse_json_body, validate
+from kodo.errors import KodoError, SchemaError, ValidationError
+from kodo.intent.requests import Intent, PlanApprovalRequest, RunEvent, RunRequest
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "Intent": Intent,
@@ -73,10 +72,21 @@ INTEGER_FIELDS: list[tuple[str, str]] = [
 ]
 
 
-def _reject(name: str, data: object) -> ApiError:
-    with pytest.raises(ApiError) as info:
+class Http(NamedTuple):
+    """An error as the API answers it."""
+
+    status: int
+    body: dict[str, Any]
+
+
+def _http(exc: KodoError) -> Http:
+    return Http(*to_http(exc))
+
+
+def _reject(name: str, data: object) -> Http:
+    with pytest.raises(SchemaError) as info:
         validate(SCHEMAS[name], data, name)
-    err = info.value
+    err = _http(info.value)
     assert err.status == 400
     assert err.body["error"].startswith(f"invalid {name}: ")
     assert isinstance(err.body["details"], list)
@@ -258,10 +268,9 @@ def test_multiple_reasons_joined_and_deterministic() -> None:
 
 def test_malformed_json() -> None:
     for raw in (b"{", b"{'a':1}", b"nope", b"\xff\xfe", b"NaN", b"{} {}"):
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(ValidationError) as info:
             parse_json_body(raw)
-        assert info.value.status == 400
-        assert info.value.body == {"error": "invalid json"}
+        assert _http(info.value) == (400, {"error": "invalid json"})
 
 
 def test_empty_body_is_object_then_intent_fails() -> None:
@@ -275,9 +284,9 @@ def test_empty_body_is_object_then_intent_fails() -> None:
 def test_whitespace_body() -> None:
     assert parse_json_body(b"  \n\t") == {}
     assert parse_json_body(b"", empty_as_object=False) == {}
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ValidationError) as info:
         parse_json_body(b"   ", empty_as_object=False)
-    assert info.value.body == {"error": "invalid json"}
+    assert _http(info.value).body == {"error": "invalid json"}
 
 
 def test_valid_json_values() -> None:

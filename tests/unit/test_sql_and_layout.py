@@ -39,7 +39,7 @@ def test_no_sql_strings_outside_the_query_files() -> None:
         str(p.relative_to(REPO))
         for d in ("kodo", "workers")
         for p in (REPO / d).rglob("*.py")
-        if sql_call.search(p.read_text()) and p.name not in ("migrate.py", "health.py", "admin.py")
+        if sql_call.search(p.read_text()) and p.name != "migrate.py"
     ]
     assert offenders == []
 
@@ -84,3 +84,15 @@ def test_dockerfile_copies_every_package() -> None:
     dockerfile = (REPO / "ops" / "docker" / "Dockerfile").read_text()
     for pkg in ("kodo", "workers", "ops", "migrations", "pyproject.toml"):
         assert f"COPY {pkg}" in dockerfile
+
+
+def test_only_the_config_module_reads_the_environment() -> None:
+    """Settings are read once, in kodo/config.py: no other module of kodo or workers reads os.environ."""
+    env_read = re.compile(r"\bos\.(?:environ|getenv)\b|\bfrom os import\b[^\n]*\b(?:environ|getenv)\b")
+    offenders = [
+        str(p.relative_to(REPO))
+        for d in ("kodo", "workers")
+        for p in (REPO / d).rglob("*.py")
+        if env_read.search(p.read_text()) and p != REPO / "kodo" / "config.py"
+    ]
+    assert offenders == []
