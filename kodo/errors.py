@@ -31,10 +31,9 @@ class KodoError(Exception):
 
     code = "internal_error"
 
-    def __init__(self, message: str, **fields: Any) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.fields = fields
 
 
 class ConfigError(KodoError):
@@ -55,7 +54,7 @@ class RunStateError(ConflictError):
     code = "run_state_conflict"
 
     def __init__(self, message: str, *, run_status: str) -> None:
-        super().__init__(message, run_status=run_status)
+        super().__init__(message)
         self.run_status = run_status
 
 
@@ -69,7 +68,7 @@ class SchemaError(ValidationError):
     code = "schema_violation"
 
     def __init__(self, message: str, *, details: list[dict[str, Any]]) -> None:
-        super().__init__(message, details=details)
+        super().__init__(message)
         self.details = details
 
 
@@ -99,7 +98,7 @@ class RecordedStepError(KodoError):
     code = "step_failed"
 
     def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(f"{type_name}: {message}", type_name=type_name)
+        super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
 
 

@@ -144,9 +144,7 @@ class IntentService:
                 failure = exc
                 run = c.execute(Q["api_mark_run_failed"], {"id": run["id"]}).fetchone() or run
         if failure is not None:
-            raise RunStartError(
-                f"enqueue of run {run['id']} failed: {failure}", run_id=run["id"]
-            ) from failure
+            raise RunStartError(f"enqueue of run {run['id']} failed: {failure}") from failure
         assert started is not None
         self.client.publish_started(started)
         return run

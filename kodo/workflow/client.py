@@ -101,9 +101,7 @@ class Client:
         try:
             bell = session.insert_workflow(new, clock.now_ms())
         except DuplicateError as exc:
-            raise ConflictError(
-                f"deduplication id {new.deduplication_id!r} is in use on this queue", workflow_id=workflow_id
-            ) from exc
+            raise ConflictError(f"deduplication id {new.deduplication_id!r} is in use on this queue") from exc
         return Started(workflow_id, bell is not None, bell)
 
     def publish_started(self, started: Started) -> None:
@@ -137,7 +135,7 @@ class Client:
         with self.store.session() as s, self.publisher.commit_then_publish(s) as bells:
             row = s.get_workflow(workflow_id)
             if row is None:
-                raise NotFoundError(f"workflow not found: {workflow_id}", workflow_id=workflow_id)
+                raise NotFoundError(f"workflow not found: {workflow_id}")
             hook = self.engine.definition(row["name"]).on_transition
             done = transitions.end_child(
                 s,
@@ -180,17 +178,15 @@ class Client:
     ) -> str:
         """New workflow that reuses the recorded outputs of operations before `start_step`."""
         if start_step < 1:
-            raise ConflictError(f"fork stepN {start_step} must be >= 1", workflow_id=workflow_id)
+            raise ConflictError(f"fork stepN {start_step} must be >= 1")
         new_id = new_workflow_id or str(uuid.uuid4())
         with self.store.session() as s, self.publisher.commit_then_publish(s) as bells:
             orig = s.get_workflow(workflow_id)
             if orig is None:
-                raise NotFoundError(f"workflow not found: {workflow_id}", workflow_id=workflow_id)
+                raise NotFoundError(f"workflow not found: {workflow_id}")
             max_id = s.max_function_id(workflow_id)
             if start_step > max_id:
-                raise ConflictError(
-                    f"fork stepN {start_step} exceeds max step {max_id}", workflow_id=workflow_id
-                )
+                raise ConflictError(f"fork stepN {start_step} exceeds max step {max_id}")
             args, kwargs = serde.decode_inputs(orig["inputs"])
             new = self.engine.new_workflow(
                 orig["name"],
@@ -206,20 +202,20 @@ class Client:
             )
             bell = s.insert_workflow(new, clock.now_ms())
             if bell is None:
-                raise ConflictError(f"workflow {new_id} already exists", workflow_id=new_id)
+                raise ConflictError(f"workflow {new_id} already exists")
             s.fork_copy(new_id, workflow_id, start_step)
             bells.add(bell)
         return new_id
 
     def _conflict(self, verb: str, workflow_id: str) -> NoReturn:
         row = self.get(workflow_id)
-        raise ConflictError(f"cannot {verb} workflow in status {row['status']}", workflow_id=workflow_id)
+        raise ConflictError(f"cannot {verb} workflow in status {row['status']}")
 
     def get(self, workflow_id: str) -> Row:
         with self.store.session() as s:
             row = s.get_workflow(workflow_id)
         if row is None:
-            raise NotFoundError(f"workflow not found: {workflow_id}", workflow_id=workflow_id)
+            raise NotFoundError(f"workflow not found: {workflow_id}")
         return row
 
     def steps(self, workflow_id: str) -> list[Row]:

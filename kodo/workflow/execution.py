@@ -154,9 +154,7 @@ class Execution:
         if rec is not None and rec.function_name != name:
             raise NonDeterminismError(
                 f"workflow {self.workflow_id} function_id {fid}: recorded {rec.function_name!r}, "
-                f"replay called {name!r}",
-                workflow_id=self.workflow_id,
-                function_id=fid,
+                f"replay called {name!r}"
             )
         return fid, rec
 
@@ -397,7 +395,7 @@ class Execution:
                     if wid == self.workflow_id:
                         self._lock_own()
                     elif self.session.lock(wid) is None:
-                        raise ChildWorkflowError(f"send: no workflow {destination}", workflow_id=destination)
+                        raise ChildWorkflowError(f"send: no workflow {destination}")
                 transitions.send_message(
                     self.session,
                     bells,
@@ -463,7 +461,7 @@ class Execution:
             def outcome() -> Checkpoint | None:
                 child = self.session.get_workflow(child_id)
                 if child is None:
-                    raise ChildWorkflowError(f"no child workflow {child_id}", workflow_id=child_id)
+                    raise ChildWorkflowError(f"no child workflow {child_id}")
                 if child["status"] not in TERMINAL:
                     return None
                 output, error = _child_outcome(child)

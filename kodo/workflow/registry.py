@@ -71,7 +71,7 @@ class Registry:
         try:
             return self._workflows[name]
         except KeyError:
-            raise UnknownWorkflowError(f"no workflow registered as {name!r}", name=name) from None
+            raise UnknownWorkflowError(f"no workflow registered as {name!r}") from None
 
     def names(self) -> list[str]:
         return sorted(self._workflows)

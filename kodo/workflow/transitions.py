@@ -32,7 +32,7 @@ def send_message(
     `message_uuid` was sent before (an idempotent re-send: nothing written, nobody woken).
     """
     if not locked and session.lock(destination) is None:
-        raise NotFoundError(f"workflow not found: {destination}", workflow_id=destination)
+        raise NotFoundError(f"workflow not found: {destination}")
     inserted = session.insert_notification(message_uuid, destination, topic, message, now)
     bells.add(session.wake_receiver(destination, topic, now))
     return inserted
