@@ -7,12 +7,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from kodo import clock
 from kodo.runtime import Runtime
 from kodo.workflow import executor
+from kodo.workflow.ports import Session
+from kodo.workflow.publisher import Bells
+from kodo.workflow.reconciler import Reconciler
 from tests.conftest import effects_of
 from tests.support import workflows as t
 from tests.support.helpers import Sql, insert_unpublished
@@ -184,3 +189,43 @@ def test_republishing_backs_off_so_a_backlog_does_not_multiply_messages(rt: Runt
     assert sql("SELECT publish_count FROM dbos.workflow_status WHERE workflow_uuid = %s", (wid,))[0] == {
         "publish_count": 0
     }
+
+
+@dataclass
+class CountingSingleton:
+    """A fleet-wide pass: counts its runs (and blocks while `hold` is set, holding its lock)."""
+
+    name: ClassVar[str] = "singleton_probe"
+    singleton: ClassVar[int | None] = 0x6B6F646F
+    runs: int = 0
+    hold: threading.Event | None = None
+    entered: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, session: Session, bells: Bells, now: int) -> int:
+        self.runs += 1
+        self.entered.set()
+        if self.hold is not None:
+            assert self.hold.wait(10)
+        return 1
+
+
+def test_a_singleton_pass_runs_on_one_reconciler_at_a_time(rt: Runtime) -> None:
+    """Two reconcilers (two sessions, as on two hosts): while one runs the singleton pass, holding its
+    Postgres advisory lock, the other skips it; once the lock is released the other can run it."""
+    release = threading.Event()
+    first = CountingSingleton(hold=release)
+    second = CountingSingleton()
+    a = Reconciler(rt.settings, rt.store, rt.engine.publisher, [first])
+    b = Reconciler(rt.settings, rt.store, rt.engine.publisher, [second])
+    holder = threading.Thread(target=a.run_pass, args=(first,))
+    holder.start()
+    try:
+        assert first.entered.wait(10)
+        assert b.run_pass(second) == 0
+        assert second.runs == 0
+    finally:
+        release.set()
+        holder.join(10)
+    assert first.runs == 1
+    assert b.run_pass(second) == 1
+    assert second.runs == 1
