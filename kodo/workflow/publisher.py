@@ -39,17 +39,31 @@ class Publisher:
     def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
         self.store = store
         self.dispatcher = dispatcher
+        # The outermost open block of each session: a nested block (a durable call made inside a
+        # @transaction step) is only a savepoint, so its doorbells wait for the outer commit.
+        self._open: dict[int, Bells] = {}
 
     @contextmanager
     def commit_then_publish(self, session: Session, *, atomic: bool = True) -> Iterator[Bells]:
         """Run the block in a transaction (or, `atomic=False`, one autocommitted statement); after
         it commits, ring what it collected. Nothing is rung if the block raises."""
+        key = id(session)
+        outer = self._open.get(key)
         bells = Bells()
-        if atomic:
-            with session.transaction():
+        if outer is not None:
+            with session.transaction():  # a savepoint of the outer transaction
                 yield bells
-        else:
-            yield bells
+            outer.add(*bells)
+            return
+        self._open[key] = bells
+        try:
+            if atomic:
+                with session.transaction():
+                    yield bells
+            else:
+                yield bells
+        finally:
+            del self._open[key]
         self.ring(bells)
 
     def ring(self, bells: Iterable[Doorbell]) -> None:

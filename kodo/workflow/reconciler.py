@@ -26,7 +26,7 @@ from typing import ClassVar, Protocol
 
 from kodo import clock
 from kodo.config import Settings
-from kodo.errors import ConflictError
+from kodo.errors import ConflictError, UnknownWorkflowError
 from kodo.workflow import executor
 from kodo.workflow.ports import Session, Store
 from kodo.workflow.publisher import Bells, Publisher
@@ -102,6 +102,10 @@ class CancelExpired:
                 cancelled += 1
             except ConflictError:
                 pass  # finished (or cancelled by someone else) meanwhile
+            except UnknownWorkflowError:
+                # Its product hook is not in this process: leave it to a reconciler that has it,
+                # and go on with the others.
+                log.warning("cannot cancel timed-out %s here: its workflow is not registered", workflow_id)
         return cancelled
 
 

@@ -259,6 +259,50 @@ def test_a_timed_out_workflow_is_cancelled_by_the_reconciler(fake: Fake, clk: Fa
     assert [t for t, _, _ in hook_calls("c5")] == [Transition.CANCELLED]
 
 
+def test_a_timed_out_workflow_of_an_unknown_name_does_not_stop_the_others(fake: Fake, clk: FakeClock) -> None:
+    """The reconciler cannot run the product hook of a workflow it does not know: it leaves that one
+    (to a reconciler that knows it) and still cancels every other timed-out workflow."""
+    engine, client, store, _ = fake
+    with store.session() as s:
+        unknown = NewWorkflow("c-unknown", "fake.ctl.not-registered", Q, serde.encode_inputs((), {}), "v1", 5)
+        s.insert_workflow(unknown, clock.now_ms())
+    store.update("c-unknown", workflow_deadline_epoch_ms=T0 - 1, created_at=T0 - 10)
+    client.start(hooked, "c6", 60, workflow_id="c-6", timeout_ms=1000)
+    assert engine.execute("c-6").kind is OutcomeKind.PARKED
+    clk.now = T0 + 5000
+    assert fake.reconciler().sweep().timed_out == 1
+    assert store.row("c-6")["status"] == "CANCELLED"
+    assert store.row("c-unknown")["status"] == "ENQUEUED"
+
+
+@wf.workflow(name="fake.ctl.inbox")
+def inbox() -> Any:
+    return wf.recv("t", 60)
+
+
+@wf.transaction(name="fake.ctl.send_in_tx")
+def send_in_tx(conn: MemorySession, destination: str) -> None:
+    wf.send(destination, "hi", "t")
+
+
+@wf.workflow(name="fake.ctl.tx_sender")
+def tx_sender(destination: str) -> None:
+    send_in_tx(destination)
+
+
+def test_a_durable_call_inside_a_transaction_step_rings_after_the_outer_commit(fake: Fake) -> None:
+    """wf.send inside a @transaction commits with the step (a savepoint of its transaction): the
+    receiver's doorbell rings after that commit, never while the transaction is still open."""
+    engine, client, _, dispatcher = fake
+    client.start(inbox, workflow_id="c-inbox")
+    assert engine.execute("c-inbox").kind is OutcomeKind.PARKED
+    client.start(tx_sender, "c-inbox", workflow_id="c-txsend")
+    assert engine.execute("c-txsend").kind is OutcomeKind.SUCCESS
+    assert dispatcher.during_transaction == []
+    assert dispatcher.count("c-inbox") == 2  # its start, and the wake-up after the commit
+    assert engine.execute("c-inbox").kind is OutcomeKind.SUCCESS
+
+
 # ---- fork ---------------------------------------------------------------------------------------
 
 
