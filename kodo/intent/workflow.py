@@ -40,6 +40,7 @@ from kodo.intent import (
     SBX_QUEUE,
     STEPS,
     TASK_WORKFLOW,
+    WAITING_INPUT,
     artifacts,
     planner,
     repair_workflow_id,
@@ -453,7 +454,7 @@ def _pipeline(ctx: dict[str, Any], checkpoints: dict[str, dict[str, Any]], redo:
 def _follow(
     c: Conn, ctx: dict[str, Any], workflow_id: str, transition: Transition, detail: str | None
 ) -> None:
-    """The one place the engine's terminal transitions become run statuses (and status events)."""
+    """The one place the engine's transitions become run statuses (and status events)."""
     if transition is Transition.SUCCESS:
         _update(c, ctx, status="succeeded")
     elif transition is Transition.ERROR:
@@ -462,6 +463,14 @@ def _follow(
         _update(
             c, ctx, status="canceled", error=f"Workflow {workflow_id} has been cancelled", next_action=NONE
         )
+    elif transition is Transition.RESUMED:
+        row = c.execute(Q["run_resume"], {"run_id": ctx["runId"]}).fetchone()
+        if row is None:
+            return  # not canceled (resumed from ENQUEUED): nothing to restore
+        _emit(c, ctx["workflowId"], row["status"])
+        if row["status"] == WAITING_INPUT and row["last_step"] == "ApplyPatchST":
+            # Back at the plan gate: it waits for the approval again.
+            _update(c, ctx, error="plan_not_approved", next_action=APPROVE_PLAN)
 
 
 def _run_transition(c: Conn, transition: Transition, detail: str | None, workflow_id: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -20,6 +21,9 @@ from kodo.workflow.context import DEFAULT_TOPIC
 from kodo.workflow.engine import Engine
 from kodo.workflow.ports import Session
 from kodo.workflow.registry import WorkflowDef
+
+# Extra writes of an operator action, made in the action's transaction: (product connection, forked id).
+Audit = Callable[[Any, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -124,12 +128,13 @@ class Client:
                 now=clock.now_ms(),
             )
 
-    def cancel(self, workflow_id: str) -> None:
+    def cancel(self, workflow_id: str, *, audit: Audit | None = None) -> None:
         """ENQUEUED/PENDING -> CANCELLED; the runner stops at its next step boundary.
 
         The workflow's product hook runs in the same transaction (a workflow this process does not
-        know fails the cancel: its hook is never skipped). A cancelled child is finished as far as
-        its parent is concerned: a parent waiting on it (or on all its children) is woken.
+        know fails the cancel: its hook is never skipped), and so does `audit(conn, None)`. A
+        cancelled child is finished as far as its parent is concerned: a parent waiting on it (or
+        on all its children) is woken.
         """
         now = clock.now_ms()
         with self.store.session() as s, self.publisher.commit_then_publish(s) as bells:
@@ -147,11 +152,15 @@ class Client:
             )
             if done:
                 self._run_hook(s, hook, Transition.CANCELLED, row)
+                if audit is not None:
+                    audit(s.handle, None)
         if not done:
             self._conflict("cancel", workflow_id)
 
-    def resume(self, workflow_id: str) -> None:
-        """CANCELLED/ENQUEUED/MAX_RECOVERY_ATTEMPTS_EXCEEDED -> runs again under the same id."""
+    def resume(self, workflow_id: str, *, audit: Audit | None = None) -> None:
+        """CANCELLED/ENQUEUED/MAX_RECOVERY_ATTEMPTS_EXCEEDED -> runs again under the same id.
+
+        The product hook and `audit(conn, None)` run in the same transaction."""
         with self.store.session() as s, self.publisher.commit_then_publish(s) as bells:
             row = s.get_workflow(workflow_id)
             hook = self.engine.definition(row["name"]).on_transition if row is not None else None
@@ -159,6 +168,8 @@ class Client:
             bells.add(bell)
             if bell is not None and row is not None:
                 self._run_hook(s, hook, Transition.RESUMED, row)
+                if audit is not None:
+                    audit(s.handle, None)
         if bell is None:
             self._conflict("resume", workflow_id)
 
@@ -175,8 +186,10 @@ class Client:
         *,
         new_workflow_id: str | None = None,
         app_version: str | None = None,
+        audit: Audit | None = None,
     ) -> str:
-        """New workflow that reuses the recorded outputs of operations before `start_step`."""
+        """New workflow that reuses the recorded outputs of operations before `start_step` (function
+        ids count from 1). `audit(conn, new_id)` runs in the same transaction."""
         if start_step < 1:
             raise ConflictError(f"fork stepN {start_step} must be >= 1")
         new_id = new_workflow_id or str(uuid.uuid4())
@@ -204,6 +217,8 @@ class Client:
             if bell is None:
                 raise ConflictError(f"workflow {new_id} already exists")
             s.fork_copy(new_id, workflow_id, start_step)
+            if audit is not None:
+                audit(s.handle, new_id)
             bells.add(bell)
         return new_id
 

@@ -347,3 +347,38 @@ def test_one_sandbox_child_per_test_and_a_merged_execute_result(
         "SELECT kind FROM app.artifacts WHERE run_id = %s AND step_id = 'ExecuteST' AND idx = 0", (run_id,)
     )
     assert [r["kind"] for r in idx0] == ["artifact_index"] * 3
+
+
+def test_a_run_cancelled_at_the_plan_gate_resumes_to_the_gate_and_then_succeeds(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    """Resume moves the run row back out of `canceled`, to where the workflow stands: at the plan gate
+    it waits for the approval again (so approve-plan wakes it), and the approval finishes the run."""
+    start_worker()
+    wid, run_id = start_run(rt, sql, "resume me")
+    wait_run(sql, run_id, "waiting_input", next_action="APPROVE_PLAN")
+    rt.client.cancel(wid)
+    assert run_row(sql, run_id)["status"] == "canceled"
+    rt.client.resume(wid)
+    row = run_row(sql, run_id)
+    assert (row["status"], row["next_action"], row["error"]) == (
+        "waiting_input",
+        "APPROVE_PLAN",
+        "plan_not_approved",
+    )
+    assert _status_events(sql, wid)[-2:] == ["canceled", "waiting_input"]
+    approve(sql, run_id)
+    rt.client.send(wid, {"type": "approve-plan", "payload": {"approvedBy": "qa"}}, topic=HUMAN_EVENT_TOPIC)
+    row = wait_run(sql, run_id, "succeeded")
+    assert (row["next_action"], row["error"], row["last_step"]) == ("NONE", None, "ExecuteST")
+    assert rt.client.get(wid)["status"] == "SUCCESS"
+    assert [s["step_id"] for s in _steps(sql, run_id)] == list(STEPS)  # each product step once
+
+
+def test_a_run_cancelled_before_it_ran_resumes_queued(rt: Runtime, sql: Sql) -> None:
+    wid, run_id = start_run(rt, sql, "never ran")  # no worker
+    rt.client.cancel(wid)
+    rt.client.resume(wid)
+    row = run_row(sql, run_id)
+    assert (row["status"], row["next_action"], row["error"]) == ("queued", "NONE", None)
+    assert rt.client.get(wid)["status"] == "ENQUEUED"

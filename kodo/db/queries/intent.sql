@@ -119,3 +119,16 @@ WHERE run_id = %(run_id)s AND step_id = 'ExecuteST' AND task_key = %(task_key)s 
 -- The highest sandbox attempt recorded for a task (a repair continues after it).
 SELECT COALESCE(max(attempt), 0) AS n FROM app.sbx_runs
 WHERE run_id = %(run_id)s AND task_key = %(task_key)s
+
+-- name: run_resume
+-- A resumed workflow's run leaves `canceled` for the status it had before the cancel: its newest
+-- status event that is not terminal, or `queued` if it never started.
+UPDATE app.runs r SET
+    status = coalesce((
+        SELECT n.message::json->>'status' FROM dbos.notifications n
+        WHERE n.destination_uuid = r.workflow_id AND n.topic = 'status'
+          AND n.message::json->>'status' NOT IN ('canceled', 'failed', 'succeeded')
+        ORDER BY n.seq DESC LIMIT 1), 'queued'),
+    error = NULL, next_action = 'NONE', updated_at = now()
+WHERE r.id = %(run_id)s AND r.status = 'canceled'
+RETURNING status, last_step
