@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import quote
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
 
 from kodo.errors import ConfigError
 
@@ -80,9 +80,45 @@ def _trace_base_url(env: Mapping[str, str]) -> str | None:
     raw = _raw(env, "TRACE_BASE_URL")
     if raw is None:
         return None
-    if not raw.startswith(("http://", "https://")) or len(raw.split("://", 1)[1]) == 0:
-        raise ConfigError(f"invalid TRACE_BASE_URL: {raw} (must be an http(s) URL)")
+    filled = raw.replace("{traceId}", "trace").replace("{spanId}", "span")
+    if not _is_http_url(filled) or any(c in filled for c in "{} "):
+        raise ConfigError(
+            f"invalid trace base url env value: {raw} (TRACE_BASE_URL must be an http(s) URL; "
+            "the only placeholders are {traceId} and {spanId})"
+        )
     return raw
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _raw(env, name)
+    if raw is not None and (not raw.startswith(("http://", "https://")) or not raw.split("://", 1)[1]):
+        raise ConfigError(f"invalid {name}: {raw} (must be an http(s) URL)")
+    return raw.rstrip("/") if raw is not None else None
+
+
+def _oc_base_url(env: Mapping[str, str]) -> str:
+    """OC_BASE_URL, else http://127.0.0.1:<OC_SERVER_PORT> (the daemon `oc:daemon:up` starts)."""
+    port = env_int(env, "OC_SERVER_PORT", 4096, minimum=1)
+    return _http_url(env, "OC_BASE_URL") or f"http://127.0.0.1:{port}"
+
+
+SCHEDULE_TICK_MIN_MS = 1000
+
+
+def _schedule_tick_ms(env: Mapping[str, str]) -> int:
+    """KODO_SCHEDULE_TICK_MS: the scheduled tick's interval, 0 (off) or at least 1000 ms."""
+    value = env_int(env, "KODO_SCHEDULE_TICK_MS", 30_000, minimum=0)
+    if 0 < value < SCHEDULE_TICK_MIN_MS:
+        raise ConfigError(
+            f"invalid integer env value: {value} (KODO_SCHEDULE_TICK_MS must be 0 (off) "
+            f"or >= {SCHEDULE_TICK_MIN_MS})"
+        )
+    return value
 
 
 def _database_url(env: Mapping[str, str]) -> str:
@@ -96,6 +132,94 @@ def _database_url(env: Mapping[str, str]) -> str:
     name = env_str(env, "APP_DB_NAME", "app_local")
     auth = quote(user) if password is None else f"{quote(user)}:{quote(password)}"
     return f"postgresql://{auth}@{host}:{port}/{name}"
+
+
+@dataclass(frozen=True)
+class Observability:
+    """Tracing (OpenTelemetry, OTLP/HTTP), metrics (Prometheus) and Flower. See `kodo.telemetry`."""
+
+    traces_endpoints: tuple[str, ...] = ()  # where spans are POSTed; empty: tracing is off
+    logs_endpoints: tuple[str, ...] = ()  # where the structured step records are POSTed
+    otlp_required: bool = False  # start-up probes every endpoint and stops if one does not answer
+    service_name: str = "kodo"
+    resource_attributes: tuple[tuple[str, str], ...] = ()
+    metrics_dir: str | None = None  # prometheus_client's multiprocess directory (step histograms)
+    flower_basic_auth: tuple[str, ...] = ()  # user:password pairs (never printed)
+    flower_unauthenticated_api: bool = False
+
+    @property
+    def tracing(self) -> bool:
+        return bool(self.traces_endpoints)
+
+
+def _otlp_endpoints(env: Mapping[str, str], signal: str) -> tuple[str, ...]:
+    """OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT (a comma list of full URLs, used as given), else
+    OTEL_EXPORTER_OTLP_ENDPOINT (base URLs; `/v1/<signal>` appended, as the OTLP spec says)."""
+    urls = env_list(env, f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or tuple(
+        f"{base.rstrip('/')}/v1/{signal}" for base in env_list(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    for url in urls:
+        if not _is_http_url(url):
+            raise ConfigError(f"invalid OTLP endpoint URL: {url}")
+    return urls
+
+
+def _resource_attributes(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """OTEL_RESOURCE_ATTRIBUTES: `key=value,key=value` (values may be percent-encoded)."""
+    pairs = []
+    for item in env_list(env, "OTEL_RESOURCE_ATTRIBUTES"):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"invalid OTEL_RESOURCE_ATTRIBUTES item: {item} (expected key=value)")
+        pairs.append((key.strip(), unquote(value.strip())))
+    return tuple(pairs)
+
+
+def _metrics_dir(env: Mapping[str, str]) -> str | None:
+    raw = _raw(env, "PROMETHEUS_MULTIPROC_DIR")
+    if raw is not None and not os.path.isdir(raw):
+        raise ConfigError(f"invalid PROMETHEUS_MULTIPROC_DIR: {raw} (not an existing directory)")
+    return raw
+
+
+def _basic_auth(env: Mapping[str, str]) -> tuple[str, ...]:
+    pairs = env_list(env, "FLOWER_BASIC_AUTH")
+    for pair in pairs:
+        user, sep, password = pair.partition(":")
+        if not (user and sep and password):
+            raise ConfigError("invalid FLOWER_BASIC_AUTH (expected user:password[,user:password])")
+    return pairs
+
+
+def observability_from_env(env: Mapping[str, str] | None = None) -> Observability:
+    """The observability settings. Tracing is on when a traces endpoint is set (DBOS_ENABLE_OTLP=false
+    turns it off). DBOS_ENABLE_OTLP=true needs both a traces and a logs endpoint; it and OTLP_REQUIRED=1
+    make start-up probe the endpoints (`kodo.telemetry.setup`)."""
+    e = _environ(env)
+    enabled = None if _raw(e, "DBOS_ENABLE_OTLP") is None else env_bool(e, "DBOS_ENABLE_OTLP", False)
+    traces, logs = _otlp_endpoints(e, "traces"), _otlp_endpoints(e, "logs")
+    if enabled is False:
+        traces, logs = (), ()
+    if enabled and not (traces and logs):
+        raise ConfigError(
+            "OTLP enabled but missing OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
+        )
+    required = env_bool(e, "OTLP_REQUIRED", False) or bool(enabled)
+    if required and not traces:
+        raise ConfigError(
+            "OTLP_REQUIRED is set but no OTLP endpoint is configured (set OTEL_EXPORTER_OTLP_ENDPOINT or "
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; DBOS_ENABLE_OTLP=false turns tracing off)"
+        )
+    return Observability(
+        traces_endpoints=traces,
+        logs_endpoints=logs,
+        otlp_required=required,
+        service_name=env_str(e, "OTEL_SERVICE_NAME", "kodo"),
+        resource_attributes=_resource_attributes(e),
+        metrics_dir=_metrics_dir(e),
+        flower_basic_auth=_basic_auth(e),
+        flower_unauthenticated_api=env_bool(e, "FLOWER_UNAUTHENTICATED_API", False),
+    )
 
 
 @dataclass(frozen=True)
@@ -116,17 +240,39 @@ class Settings:
     boundary_fresh_ms: int
     # The intent product (contract-api §16).
     oc_mode: str = "replay"
+    # The OpenCode compiler (contract-internals §7, §11): OC_MODE=live|record talk to OC_BASE_URL.
+    oc_base_url: str = "http://127.0.0.1:4096"
+    oc_server_host: str = "127.0.0.1"
+    oc_server_port: int = 4096
+    oc_timeout_ms: int = 300_000
+    oc_strict_mode: bool = False
+    oc_health_retries: int = 40
+    oc_fixture_dir: str = "fixtures/oc"
+    test_seed: int = 424242
     sbx_mode: str = "mock"
     sbx_provider: str = "e2b"
     sbx_alt_provider_enabled: bool = False
+    sbx_live_cmd: str = "echo sbx-live-stub"
+    # SBX_PROVIDER=e2b: passed to the e2b SDK explicitly (None: the SDK's own default).
+    e2b_api_key: str | None = None
+    e2b_domain: str | None = None
+    e2b_api_url: str | None = None
+    e2b_sandbox_url: str | None = None
+    # SBX_PROVIDER=local: limits of the subprocess besides the request's timeoutMs and limits.memMB.
+    sbx_local_max_file_mb: int = 64
+    sbx_local_max_procs: int = 256
     sbx_queue_partition: bool = True
     sbx_default_timeout_ms: int = 300_000
     sbx_default_net: bool = False
     chaos_sleep_execute_ms: int = 0
     trace_base_url: str | None = None
     random_seed: int | None = None
+    # The scheduled tick (ScheduledOpsWorkflow.tick) every this many ms; 0 turns it off.
+    schedule_tick_ms: int = 30_000
     # Extra modules whose import registers workflows (the defaults are kodo.runtime's).
     workflow_modules: tuple[str, ...] = ()
+    # Tracing, metrics and Flower (kodo.telemetry, workers.flower).
+    observability: Observability = field(default_factory=Observability)
 
     @property
     def heartbeat_ms(self) -> int:
@@ -151,16 +297,33 @@ class Settings:
             wf_sleep_ms=env_int(e, "WF_SLEEP_MS", 5000, minimum=0),
             boundary_fresh_ms=env_int(e, "KODO_BOUNDARY_FRESH_MS", 100, minimum=0),
             oc_mode=env_choice(e, "OC_MODE", "replay", ("replay", "record", "live")),
+            oc_base_url=_oc_base_url(e),
+            oc_server_host=env_str(e, "OC_SERVER_HOST", "127.0.0.1"),
+            oc_server_port=env_int(e, "OC_SERVER_PORT", 4096, minimum=1),
+            oc_timeout_ms=env_int(e, "OC_TIMEOUT_MS", 300_000, minimum=1),
+            oc_strict_mode=env_bool(e, "OC_STRICT_MODE", False),
+            oc_health_retries=env_int(e, "OC_HEALTH_RETRIES", 40, minimum=1),
+            oc_fixture_dir=env_str(e, "OC_FIXTURE_DIR", "fixtures/oc"),
+            test_seed=env_int(e, "TEST_SEED", 424242),
             sbx_mode=env_choice(e, "SBX_MODE", "mock", ("mock", "live")),
-            sbx_provider=env_choice(e, "SBX_PROVIDER", "e2b", ("e2b", "microsandbox")),
+            sbx_provider=env_choice(e, "SBX_PROVIDER", "e2b", ("e2b", "microsandbox", "local")),
             sbx_alt_provider_enabled=env_bool(e, "SBX_ALT_PROVIDER_ENABLED", False),
+            sbx_live_cmd=env_str(e, "SBX_LIVE_CMD", "echo sbx-live-stub"),
+            e2b_api_key=_raw(e, "E2B_API_KEY"),
+            e2b_domain=_raw(e, "E2B_DOMAIN"),
+            e2b_api_url=_http_url(e, "E2B_API_URL"),
+            e2b_sandbox_url=_http_url(e, "E2B_SANDBOX_URL"),
+            sbx_local_max_file_mb=env_int(e, "SBX_LOCAL_MAX_FILE_MB", 64, minimum=1),
+            sbx_local_max_procs=env_int(e, "SBX_LOCAL_MAX_PROCS", 256, minimum=1),
             sbx_queue_partition=env_bool(e, "SBX_QUEUE_PARTITION", True),
             sbx_default_timeout_ms=env_int(e, "SBX_DEFAULT_TIMEOUT_MS", 300_000, minimum=1),
             sbx_default_net=env_bool(e, "SBX_DEFAULT_NET", False),
             chaos_sleep_execute_ms=env_int(e, "CHAOS_SLEEP_EXECUTE", 0, minimum=0),
             trace_base_url=_trace_base_url(e),
             random_seed=_optional_int(e, "RANDOM_SEED"),
+            schedule_tick_ms=_schedule_tick_ms(e),
             workflow_modules=workflow_modules_from_env(e),
+            observability=observability_from_env(e),
         )
 
 

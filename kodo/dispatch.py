@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu.entity import Exchange, Queue
 
 from kodo.config import Settings
 from kodo.queues import INTENT_QUEUE
@@ -26,6 +27,10 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": INTENT_QUEUE,
+        # Every queue kodo's workers consume, declared (as Celery would create each on first use), so
+        # monitors list them all (Flower's Broker page counts each, idle or not). Others still work.
+        "task_queues": tuple(Queue(q, Exchange(q), routing_key=q) for q in QUEUES),  # type: ignore[no-untyped-call]
+        "task_create_missing_queues": True,
         # Ack after the task returns, so a worker killed mid-task leaves the message to redeliver.
         "task_acks_late": True,
         # A child killed by a signal (SIGKILL, OOM) would otherwise ack its message: requeue instead.
@@ -33,8 +38,9 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # One message per process at a time: nothing waits behind a long step in a prefetch buffer.
         "worker_prefetch_multiplier": 1,
-        # Task events cost a broker publish each; Flower switches them on at runtime when it starts
-        # (`enable_events`), so they are only paid while someone is watching.
+        # Task events cost a broker publish each, so they are off unless Flower watches: `workers.flower`
+        # switches them on when it starts (and off when it stops), and a worker that comes up while it
+        # runs switches them on itself before its first task (`workers.events`, `kodo.db.monitor`).
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "broker_connection_retry_on_startup": True,
@@ -50,14 +56,24 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
 class CeleryDispatcher:
     """Publishes `kodo.run_workflow(workflow_id)` on the workflow's queue.
 
-    It satisfies the workflow layer's `Dispatcher` port structurally (no import of it here).
+    The message carries the id alone (any worker, older or newer, runs it), and names what it runs
+    for the monitors only: Celery's `shadow` name is the workflow's (Flower lists the delivery as
+    `IntentWorkflow.run`, not `kodo.run_workflow`) and its `kwargsrepr`, what Flower shows as its
+    kwargs, holds the workflow name and partition key. It satisfies the workflow layer's
+    `Dispatcher` port structurally (no import of it here).
     """
 
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def publish(self, workflow_id: str, queue: str) -> None:
-        self.app.send_task(RUN_WORKFLOW_TASK, args=[workflow_id], queue=queue)
+    def publish(
+        self, workflow_id: str, queue: str, *, name: str | None = None, partition_key: str | None = None
+    ) -> None:
+        labels: dict[str, Any] = {}
+        if name is not None:
+            shown = {"workflow_name": name, "partition_key": partition_key}
+            labels = {"shadow": name, "kwargsrepr": repr(shown)}
+        self.app.send_task(RUN_WORKFLOW_TASK, args=[workflow_id], queue=queue, **labels)
 
 
 def producer_app(settings: Settings) -> Celery:

@@ -17,8 +17,9 @@ from kodo.config import fault_settings
 STEP_STARTED = "step.started"  # inside a step: boundary checked, function not yet run
 STEP_COMMITTED = "step.committed"  # right after a step's checkpoint committed
 WORKFLOW_PARKED = "workflow.parked"  # right after a wait was committed (lease released)
+OC_RECORDED = "oc.recorded"  # a model call's ledger row committed, its step's checkpoint not yet
 
-ALL_POINTS = (STEP_STARTED, STEP_COMMITTED, WORKFLOW_PARKED)
+ALL_POINTS = (STEP_STARTED, STEP_COMMITTED, WORKFLOW_PARKED, OC_RECORDED)
 
 
 def _armed(spec: str | None) -> list[tuple[str, str]]:

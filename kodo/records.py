@@ -16,10 +16,16 @@ Row = dict[str, Any]
 
 @dataclass(frozen=True)
 class Doorbell:
-    """A workflow to publish on `queue` after the transaction that made it runnable commits."""
+    """A workflow to publish on `queue` after the transaction that made it runnable commits.
+
+    `name` (the workflow's) and `partition_key` only label the message for the broker's monitors
+    (Flower shows the delivery as `name`); they are not part of the doorbell's identity.
+    """
 
     workflow_id: str
     queue: str
+    name: str | None = field(default=None, compare=False)
+    partition_key: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

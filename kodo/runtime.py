@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from kodo import telemetry
 from kodo.config import Settings
 from kodo.db.pool import Database
 from kodo.db.store import PgStore, store_unavailable
@@ -18,10 +19,16 @@ from kodo.dispatch import CeleryDispatcher, producer_app
 from kodo.workflow.client import Client
 from kodo.workflow.engine import Engine
 from kodo.workflow.reconciler import Reconciler
+from kodo.workflow.scheduler import SCHEDULES
 
 # Modules whose import registers workflows. Workers and the API import the same list, so both know
 # every workflow name (the API needs the names and queues to start them).
-DEFAULT_WORKFLOW_MODULES = ("kodo.demo.crashdemo", "kodo.intent.workflow")
+DEFAULT_WORKFLOW_MODULES = (
+    "kodo.demo.crashdemo",
+    "kodo.demo.slowstep",
+    "kodo.intent.workflow",
+    "kodo.intent.timewf",
+)
 
 
 def import_workflow_modules(extra: tuple[str, ...]) -> None:
@@ -50,9 +57,15 @@ class Runtime:
             CeleryDispatcher(celery_app or producer_app(settings)),
             store_unavailable=store_unavailable,
         )
+        telemetry.install(engine, settings)  # step metrics; spans when tracing is configured
         return cls(settings=settings, db=db, store=store, engine=engine, client=Client(engine))
 
     def reconciler(self) -> Reconciler:
         return Reconciler.standard(
-            self.settings, self.store, self.engine.publisher, cancel=self.client.cancel
+            self.settings,
+            self.store,
+            self.engine.publisher,
+            cancel=self.client.cancel,
+            start=self.client.start_txn,
+            schedules=SCHEDULES.all(),
         )

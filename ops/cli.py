@@ -1,6 +1,14 @@
 """`kodo` / `python -m ops`: migrate, reset schemas, run the reconciler, inspect and steer workflows.
 
 Prints JSON or short lines and nothing else; exit code 0 on success, 1 on a kodo error, 2 on usage.
+
+`kodo workflow list|status|steps` and `kodo ops list-failed|cancel-batch|resume-batch|fork-batch`
+are the ops plane (contract-api §9) on the command line: they call the same `OpsService` as the
+`/api/ops/wf*` routes, so their output has the same shapes (functionId from 0) and every accepted
+cancel, resume or fork writes the same audit artifact. The batch commands read workflow ids from
+stdin, one per line (blank lines and `#` comments are skipped), print one line per id, and exit 1
+if any id failed. The older `status|steps|cancel|resume|fork` print the engine's raw rows and are
+not audited (`fork --step` counts function ids from 1).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from kodo.config import Settings
@@ -92,6 +101,155 @@ def cmd_fork(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---- the ops plane: kodo workflow ... / kodo ops ... -------------------------------------------------
+
+STATUSES = ("PENDING", "ENQUEUED", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+FAILED = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+
+def _ops() -> Any:
+    from kodo.intent.ops import OpsService
+
+    return OpsService(_runtime())
+
+
+def _limit(text: str) -> int:
+    from kodo.intent.ops import MAX_LIMIT
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}: {text!r}")
+    return value
+
+
+def _step(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a functionId >= 1 (counted from 0): {text!r}")
+    return int(text)
+
+
+def cmd_workflow_list(args: argparse.Namespace, settings: Settings) -> int:
+    statuses = [args.status] if args.status else None
+    rows = _ops().list_workflows(statuses=statuses, name=args.name, limit=args.limit)
+    print(json.dumps(rows))
+    return 0
+
+
+def cmd_workflow_status(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(_ops().get(args.workflow_id)))
+    return 0
+
+
+def cmd_workflow_steps(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(_ops().steps(args.workflow_id)))
+    return 0
+
+
+def cmd_list_failed(args: argparse.Namespace, settings: Settings) -> int:
+    for row in _ops().list_workflows(statuses=FAILED, name=args.name, limit=args.limit):
+        print(row["workflowID"])
+    return 0
+
+
+def _workflow_ids() -> list[str]:
+    return [line.strip() for line in sys.stdin if line.strip() and not line.strip().startswith("#")]
+
+
+def _batch(verb: str, act: Callable[[str], str]) -> int:
+    """Run `act` on every id of stdin: one line per id; 1 if any failed (the others still run)."""
+    ids = _workflow_ids()
+    if not ids:
+        print("no workflow ids on stdin", file=sys.stderr)
+    failed = 0
+    for wid in ids:
+        try:
+            print(f"{verb} workflow {wid}: {act(wid)}", flush=True)
+        except KodoError as exc:
+            failed += 1
+            print(f"{verb} workflow {wid}: failed: {exc.message}", flush=True)
+    if failed:
+        print(f"{failed} of {len(ids)} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_cancel_batch(args: argparse.Namespace, settings: Settings) -> int:
+    ops = _ops()
+
+    def act(wid: str) -> str:
+        ops.cancel(wid, actor=args.actor, reason=args.reason)
+        return "cancelled"
+
+    return _batch("Cancelling", act)
+
+
+def cmd_resume_batch(args: argparse.Namespace, settings: Settings) -> int:
+    ops = _ops()
+
+    def act(wid: str) -> str:
+        ops.resume(wid, actor=args.actor, reason=args.reason)
+        return "resumed"
+
+    return _batch("Resuming", act)
+
+
+def cmd_fork_batch(args: argparse.Namespace, settings: Settings) -> int:
+    ops = _ops()
+
+    def act(wid: str) -> str:
+        new_id = ops.fork(wid, args.step, app_version=args.version, actor=args.actor, reason=args.reason)
+        return f"forked at step {args.step} as {new_id}"
+
+    return _batch("Forking", act)
+
+
+def _add_actor_reason(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--actor", default=None, help="who acts (recorded in the audit artifact; default: omitted)"
+    )
+    p.add_argument("--reason", default=None, help="why (recorded in the audit artifact; default: omitted)")
+
+
+def _add_ops_plane(sub: Any) -> None:
+    w = sub.add_parser("workflow", help="read workflows as the ops plane shows them (functionId from 0)")
+    wsub = w.add_subparsers(dest="workflow_command", required=True)
+    wl = wsub.add_parser("list", help="workflows newest first, as JSON (OpsWorkflowSummary[])")
+    wl.add_argument("--status", choices=STATUSES, default=None, help="only this engine status")
+    wl.add_argument("--name", default=None, help="only this workflow name (`run` or `IntentWorkflow.run`)")
+    wl.add_argument("--limit", type=_limit, default=20, help="at most this many (1-200, default 20)")
+    wl.set_defaults(fn=cmd_workflow_list)
+    ws = wsub.add_parser("status", help="one workflow's summary and audit trail, as JSON")
+    ws.add_argument("workflow_id")
+    ws.set_defaults(fn=cmd_workflow_status)
+    wt = wsub.add_parser("steps", help="one workflow's recorded operations, as JSON (WorkflowStepSummary[])")
+    wt.add_argument("workflow_id")
+    wt.set_defaults(fn=cmd_workflow_steps)
+
+    o = sub.add_parser(
+        "ops", help="the operators' kit: list failures, cancel/resume/fork ids read from stdin"
+    )
+    osub = o.add_subparsers(dest="ops_command", required=True)
+    lf = osub.add_parser("list-failed", help="ids of ERROR and MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows")
+    lf.add_argument("--name", default=None, help="only this workflow name")
+    lf.add_argument("--limit", type=_limit, default=200, help="at most this many, newest first (default 200)")
+    lf.set_defaults(fn=cmd_list_failed)
+    cb = osub.add_parser("cancel-batch", help="cancel the workflow ids on stdin (one per line), audited")
+    _add_actor_reason(cb)
+    cb.set_defaults(fn=cmd_cancel_batch)
+    rb = osub.add_parser("resume-batch", help="resume the workflow ids on stdin (one per line), audited")
+    _add_actor_reason(rb)
+    rb.set_defaults(fn=cmd_resume_batch)
+    fb = osub.add_parser(
+        "fork-batch", help="fork the workflow ids on stdin at STEP (a functionId, from 0), audited"
+    )
+    fb.add_argument("step", type=_step, help="reuse the operations before this functionId (>= 1)")
+    fb.add_argument("version", nargs="?", default=None, help="application version of the forks")
+    _add_actor_reason(fb)
+    fb.set_defaults(fn=cmd_fork_batch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kodo", description="kodo operator commands")
     sub = p.add_subparsers(dest="command", required=True)
@@ -120,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--step", "-S", type=int, required=True)
     f.add_argument("--app-version", "-v", default=None)
     f.set_defaults(fn=cmd_fork)
+    _add_ops_plane(sub)
     return p
 
 

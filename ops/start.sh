@@ -12,8 +12,15 @@ export KODO_API_PORT="${PORT:-3001}" KODO_ADMIN_PORT="${ADMIN_PORT:-3002}" KODO_
 processes="${KODO_PROCESSES:-}"
 role="${processes:-all}"
 role="${role// /-}"
+# Step-duration histograms of every worker process, added up by the admin server's /metrics
+# (prometheus_client's multiprocess mode): one directory per process set, emptied at each start.
+if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+  export PROMETHEUS_MULTIPROC_DIR="$KODO_ROOT/.tmp/metrics.$role"
+  rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+fi
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 case " ${processes:-api} " in *" api "*) say "API http://127.0.0.1:$KODO_API_PORT" ;; esac
-case " ${processes:-reconciler} " in *" reconciler "*) say "admin http://127.0.0.1:$KODO_ADMIN_PORT" ;; esac
+case " ${processes:-reconciler} " in *" reconciler "*) say "admin http://127.0.0.1:$KODO_ADMIN_PORT (/healthz, /queues, /metrics)" ;; esac
 case " ${processes:-flower} " in *" flower "*) say "flower http://127.0.0.1:$KODO_FLOWER_PORT" ;; esac
 # ops.pidfiles records this pid (one file per process set: .tmp/kodo-start.$role.pid), then execs honcho.
 # shellcheck disable=SC2086  # KODO_PROCESSES is a list of names

@@ -33,12 +33,24 @@ BASE_ENV = {
     "KODO_LEASE_MS": "2000",
     "KODO_RECONCILE_MS": "200",
     "KODO_REPUBLISH_AFTER_MS": "1000",
+    # The scheduled tick is off: its rows would land in every test's tables. The time tests turn it
+    # on for their own workers (tests/integration/test_time_scheduler.py).
+    "KODO_SCHEDULE_TICK_MS": "0",
     "PYTHONUNBUFFERED": "1",
 }
 
 
+# Tracing, metrics and Flower settings of the shell (OTLP_REQUIRED=1, an OTLP endpoint, ...) would
+# reach every process a test starts: the tests that need them set their own.
+OBSERVABILITY_VARS = ("OTLP_REQUIRED", "DBOS_ENABLE_OTLP", "PROMETHEUS_MULTIPROC_DIR", "FLOWER_BASIC_AUTH")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    for key in [k for k in os.environ if k.startswith("KODO_") or k == "DBOS__APPVERSION"]:
+    for key in [
+        k
+        for k in os.environ
+        if k.startswith(("KODO_", "OTEL_")) or k == "DBOS__APPVERSION" or k in OBSERVABILITY_VARS
+    ]:
         os.environ.pop(key)
     os.environ.update(BASE_ENV)
 

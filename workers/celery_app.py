@@ -11,23 +11,27 @@ from typing import Any
 
 from celery import Celery, signals
 
+from kodo import telemetry
 from kodo.config import Settings
 from kodo.db import pool
 from kodo.dispatch import QUEUES, RUN_WORKFLOW_TASK, celery_settings
 from kodo.runtime import Runtime
 from kodo.workflow.reconciler import Reconciler
+from workers.events import EventsFollowMonitor
 
 log = logging.getLogger("kodo.worker")
 
 _settings = Settings.from_env()
+# Tracing (when configured) before any task; with OTLP required, an endpoint that does not answer
+# stops the worker here, at start-up. Forked pool children inherit it.
+telemetry.setup(_settings)
 app = Celery("kodo")
 app.conf.update(celery_settings(_settings))
-app.conf.task_queues = None
-app.conf.task_create_missing_queues = True
 app.conf.worker_enable_remote_control = True
 
 _runtime: Runtime | None = None
 _reconciler: Reconciler | None = None
+_events: EventsFollowMonitor | None = None
 
 
 def runtime() -> Runtime:
@@ -39,7 +43,10 @@ def runtime() -> Runtime:
 
 
 @app.task(name=RUN_WORKFLOW_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_workflow(self: Any, workflow_id: str) -> str:
+def run_workflow(self: Any, workflow_id: str, **_: Any) -> str:
+    """Run `workflow_id`: Postgres says what runs. The message's shadow name (`kodo.dispatch`) only
+    labels it for Flower and the task span; any keyword a newer producer may add is ignored."""
+    telemetry.label_task_span(workflow_id, getattr(self.request, "shadow", None))
     outcome = runtime().engine.execute(workflow_id)
     log.info("%s %s -> %s", RUN_WORKFLOW_TASK, workflow_id, outcome)
     return str(outcome)
@@ -53,7 +60,19 @@ def _child_init(**_: Any) -> None:
 
 @signals.worker_process_shutdown.connect
 def _child_shutdown(**_: Any) -> None:
+    telemetry.flush()  # a pool child exits without atexit: export its last spans now
     pool.close_all()
+
+
+@signals.worker_ready.connect
+def _follow_monitor(sender: Any = None, **_: Any) -> None:
+    """Task events on while Flower watches, from the first task (`workers.events`)."""
+    global _events
+    dispatcher = getattr(sender, "event_dispatcher", None)
+    if dispatcher is None or _events is not None:
+        return
+    _events = EventsFollowMonitor(dispatcher, _settings.database_url)
+    _events.start()
 
 
 @signals.worker_ready.connect
@@ -74,3 +93,5 @@ def _start_reconciler(**_: Any) -> None:
 def _stop_reconciler(**_: Any) -> None:
     if _reconciler is not None:
         _reconciler.stop()
+    if _events is not None:
+        _events.stop()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from kodo.api import artifacts, demo, errors, health, intents, openapi, runs
+from kodo import telemetry
+from kodo.api import artifacts, demo, errors, health, intents, openapi, ops, runs, time
 from kodo.config import Settings
 from kodo.intent.service import IntentService
 from kodo.runtime import Runtime
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.extensions[RUNTIME_KEY] = rt
     app.extensions[intents.SERVICE_KEY] = IntentService(rt)
     errors.register(app)
-    for module in (health, demo, intents, runs, artifacts, openapi):
+    telemetry.instrument_flask(app, rt.settings)  # request spans, when tracing is configured
+    for module in (health, demo, intents, runs, artifacts, ops, time, openapi):
         app.register_blueprint(module.bp)
     return app

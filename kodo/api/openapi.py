@@ -17,6 +17,16 @@ from typing_extensions import TypedDict
 
 import kodo
 from kodo.api.errors import json_response
+from kodo.intent.ops import (
+    CancelWorkflowRequest,
+    ForkAccepted,
+    ForkWorkflowRequest,
+    OpsAccepted,
+    OpsWorkflowDetail,
+    OpsWorkflowSummary,
+    ResumeWorkflowRequest,
+    WorkflowStepSummary,
+)
 from kodo.intent.projections import RunHeader, RunView, StepRow
 from kodo.intent.requests import Intent, NonEmptyStr, PlanApprovalRequest, RunEvent, RunRequest
 
@@ -76,6 +86,11 @@ class WorkflowAccepted(TypedDict):
     workflowId: str
 
 
+class SleepAccepted(TypedDict):
+    accepted: Literal[True]
+    workflowID: str
+
+
 class Marks(TypedDict):
     s1: int
     s2: int
@@ -95,7 +110,7 @@ class Op:
     summary: str
     responses: dict[int, Any]
     body: type[Any] | None = None
-    query: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()  # query parameters; a trailing "?" marks one optional
     tags: tuple[str, ...] = field(default=("intent",))
 
 
@@ -116,6 +131,22 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         tags=("proof",),
     ),
     ("GET", "/marks"): Op("Crash-demo marks", {200: Marks, **_BODY_ERRORS}, query=("wf",), tags=("proof",)),
+    ("POST", "/slowstep"): Op(
+        "Start the slow-step workflow (step1, durable sleep of `sleep` ms, default 5000, step2)",
+        {202: WorkflowAccepted, **_BODY_ERRORS},
+        query=("wf", "sleep?"),
+        tags=("proof",),
+    ),
+    ("GET", "/slowmarks"): Op(
+        "Slow-step marks", {200: Marks, **_BODY_ERRORS}, query=("wf",), tags=("proof",)
+    ),
+    ("POST", "/api/ops/sleep"): Op(
+        "Start a durable sleep (TimeWorkflow.sleepWorkflow): wf = workflow and run id, sleep = ms "
+        "(1..86400000, default 5000); validated first, a 400 writes nothing; 409 if wf is another's",
+        {202: SleepAccepted, **_BODY_ERRORS, 409: ErrorBody},
+        query=("wf", "sleep?"),
+        tags=("time",),
+    ),
     ("POST", "/intents"): Op("Create an intent (legacy)", {201: IntentCreated, **_BODY_ERRORS}, Intent),
     ("POST", "/api/intents"): Op("Create an intent", {201: IntentCreated, **_BODY_ERRORS}, Intent),
     ("POST", "/intents/{intent_id}/run"): Op(
@@ -149,6 +180,41 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("GET", "/api/artifacts/{artifact_id}"): Op(
         "Artifact content by URL-encoded URI", {200: _ARTIFACT_CONTENT, 404: ErrorBody}
+    ),
+    # The ops plane (§9): exactly these six routes under /api/ops/wf.
+    ("GET", "/api/ops/wf"): Op(
+        "Engine workflows, newest first (limit 1-200, default 20; unknown keys are a 400)",
+        {200: list[OpsWorkflowSummary], **_BODY_ERRORS},
+        query=("status?", "name?", "limit?"),
+        tags=("ops",),
+    ),
+    ("GET", "/api/ops/wf/{workflow_id}"): Op(
+        "One workflow and its audit trail (newest first)",
+        {200: OpsWorkflowDetail, 404: ErrorBody},
+        tags=("ops",),
+    ),
+    ("GET", "/api/ops/wf/{workflow_id}/steps"): Op(
+        "Its recorded operations (functionId from 0)",
+        {200: list[WorkflowStepSummary], 404: ErrorBody},
+        tags=("ops",),
+    ),
+    ("POST", "/api/ops/wf/{workflow_id}/cancel"): Op(
+        "Cancel (from PENDING or ENQUEUED; stops at the next step boundary), audited",
+        {202: OpsAccepted, **_BODY_ERRORS, 404: ErrorBody, 409: ErrorBody},
+        CancelWorkflowRequest,
+        tags=("ops",),
+    ),
+    ("POST", "/api/ops/wf/{workflow_id}/resume"): Op(
+        "Resume the same id from its checkpoints (from CANCELLED or ENQUEUED), audited",
+        {202: OpsAccepted, **_BODY_ERRORS, 404: ErrorBody, 409: ErrorBody},
+        ResumeWorkflowRequest,
+        tags=("ops",),
+    ),
+    ("POST", "/api/ops/wf/{workflow_id}/fork"): Op(
+        "Fork: a new id reusing the operations before stepN (409 past the last one), audited",
+        {202: ForkAccepted, **_BODY_ERRORS, 404: ErrorBody, 409: ErrorBody},
+        ForkWorkflowRequest,
+        tags=("ops",),
     ),
     ("GET", "/openapi.json"): Op("This document", {200: OpenApiDocument}, tags=("meta",)),
 }
@@ -197,7 +263,10 @@ def _operation(
             "parameters": params,
             "responses": {"default": {"description": "see contract-api.md"}},
         }
-    params += [{"name": q, "in": "query", "required": True, "schema": {"type": "string"}} for q in op.query]
+    params += [
+        {"name": q.rstrip("?"), "in": "query", "required": not q.endswith("?"), "schema": {"type": "string"}}
+        for q in op.query
+    ]
     out: dict[str, Any] = {
         "operationId": f"{method.lower()}_{endpoint.replace('.', '_')}",
         "summary": op.summary,

@@ -131,6 +131,9 @@ def _to_detail(err: Mapping[str, Any]) -> dict[str, Any]:
         return _detail(
             loc, keyword, {"comparison": comparison, "limit": limit}, f"must be {comparison} {limit}"
         )
+    if kind == "string_pattern_mismatch":
+        pattern = ctx.get("pattern", "")
+        return _detail(loc, "pattern", {"pattern": pattern}, f'must match pattern "{pattern}"')
     if kind == "literal_error":
         allowed = _allowed_values(ctx.get("expected", ""))
         return _detail(loc, "enum", {"allowedValues": allowed}, "must be equal to one of the allowed values")

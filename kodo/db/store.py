@@ -36,8 +36,13 @@ def store_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError)
 
 
+def _doorbell(row: Row) -> Doorbell:
+    """A row a transition returned (`RETURNING workflow_uuid, queue_name, name, queue_partition_key`)."""
+    return Doorbell(row["workflow_uuid"], row["queue_name"], row.get("name"), row.get("queue_partition_key"))
+
+
 def _bell(row: Row | None) -> Doorbell | None:
-    return None if row is None else Doorbell(row["workflow_uuid"], row["queue_name"])
+    return None if row is None else _doorbell(row)
 
 
 def _fence(f: Fence) -> dict[str, Any]:
@@ -199,8 +204,12 @@ class PgSession:
 
     # ---- wakers ----------------------------------------------------------------------------
 
-    def wake_parent(self, parent: str, child: str, now: int) -> Doorbell | None:
-        return _bell(self._one(Q["wake_parent"], {"parent": parent, "child": child, "now": now}))
+    def lock_child_waiters(self, parent: str, child: str) -> None:
+        self._all(Q["lock_child_waiters"], {"parent": parent, "child": child})
+
+    def wake_child_waiters(self, parent: str, child: str, now: int) -> list[Doorbell]:
+        rows = self._all(Q["wake_child_waiters"], {"parent": parent, "child": child, "now": now})
+        return [_doorbell(r) for r in rows]
 
     def wake_receiver(self, destination: str, topic: str, now: int) -> Doorbell | None:
         return _bell(self._one(Q["wake_receiver"], {"destination": destination, "topic": topic, "now": now}))
@@ -254,10 +263,13 @@ class PgSession:
                     row = self._one(Q["insert_workflow"], params)
             except psycopg.errors.UniqueViolation as exc:
                 raise DuplicateError(new.deduplication_id) from exc
-        return None if row is None else Doorbell(new.workflow_id, new.queue)
+        return None if row is None else Doorbell(new.workflow_id, new.queue, new.name, new.partition_key)
 
     def get_workflow(self, workflow_id: str) -> Row | None:
         return self._one(Q["get_workflow"], {"workflow_uuid": workflow_id})
+
+    def lock_child(self, child: str) -> Row | None:
+        return self._one(Q["lock_child"], {"workflow_uuid": child})
 
     def child_states(self, parent: str) -> list[Row]:
         return self._all(Q["child_states"], {"parent": parent})
@@ -291,7 +303,7 @@ class PgSession:
 
     def wake_due_timers(self, now: int, app_version: str, limit: int) -> list[Doorbell]:
         rows = self._all(Q["wake_due_timers"], {"now": now, "app_version": app_version, "limit": limit})
-        return [Doorbell(r["workflow_uuid"], r["queue_name"]) for r in rows]
+        return [_doorbell(r) for r in rows]
 
     def next_wake_at(self, app_version: str) -> int | None:
         row = self._one(Q["next_wake_at"], {"app_version": app_version})
@@ -305,7 +317,7 @@ class PgSession:
             Q["republish_stale"],
             {"now": now, "app_version": app_version, "limit": limit, "republish_after": republish_after},
         )
-        return [Doorbell(r["workflow_uuid"], r["queue_name"]) for r in rows]
+        return [_doorbell(r) for r in rows]
 
     def expired_workflows(self, now: int, app_version: str, limit: int) -> list[str]:
         rows = self._all(Q["expired_workflows"], {"now": now, "app_version": app_version, "limit": limit})
@@ -314,6 +326,21 @@ class PgSession:
     def try_singleton(self, key: int) -> bool:
         row = self._one(Q["try_singleton"], {"key": key})
         return bool(row and row["got"])
+
+    # ---- scheduler -------------------------------------------------------------------------
+
+    def last_schedule_tick(self, schedule_name: str) -> int | None:
+        row = self._one(Q["last_schedule_tick"], {"schedule_name": schedule_name})
+        return None if row is None or row["tick_epoch_ms"] is None else int(row["tick_epoch_ms"])
+
+    def insert_schedule_tick(self, schedule_name: str, tick_ms: int, workflow_id: str, now: int) -> bool:
+        params = {
+            "schedule_name": schedule_name,
+            "tick_epoch_ms": tick_ms,
+            "workflow_uuid": workflow_id,
+            "now": now,
+        }
+        return self._one(Q["insert_schedule_tick"], params) is not None
 
 
 class PgTimerListener:

@@ -67,12 +67,20 @@ def ensure_sentinel(c: Conn, run_id: str, step_id: str, attempt: int) -> None:
 
 
 def sandbox_set(
-    c: Conn, run_id: str, task_key: str, attempt: int, result: dict[str, Any], provider: str
+    c: Conn,
+    run_id: str,
+    task_key: str,
+    attempt: int,
+    result: dict[str, Any],
+    provider: str,
+    *,
+    step: str = "ExecuteST",
 ) -> str:
     """The per-task artifact set of one sandbox attempt; returns the index URI (idx 0).
 
     Entries (files, timings, raw, stderr, stdout) take idx 1.. in URI order, then the
-    `artifact_index` at idx 0 lists them.
+    `artifact_index` at idx 0 lists them. The time primitives write the same set under their own
+    `step` (`sleep-before-sleep`, `sleep-after-sleep`, `ScheduledTick`) with task key ''.
     """
     entries = [
         Artifact("file", f"files/{f['path']}", {"text": f.get("inline", "")}, f["sha256"])
@@ -85,7 +93,6 @@ def sandbox_set(
         Artifact("stderr", "stderr.log", {"text": result["stderr"]}, sha256_hex(result["stderr"])),
         Artifact("stdout", "stdout.log", {"text": result["stdout"]}, sha256_hex(result["stdout"])),
     ]
-    step = "ExecuteST"
     entries.sort(key=lambda a: uri(run_id, step, a.name, task_key))
     items = [
         {"kind": a.kind, "uri": uri(run_id, step, a.name, task_key), "sha256": a.sha256} for a in entries

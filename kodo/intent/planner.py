@@ -1,29 +1,107 @@
 """The compiler: plan (CompileST) and build decision (DecideST), contract-internals §3.3-§3.4, §7.
 
-`OC_MODE=replay` (the default) is the built-in deterministic planner and decider of the original:
-plan `design=["Design for: <goal>"]`, decision `test_command` = `FAIL_ME` when the goal contains
-"fail me" (case-sensitive), else `pnpm test`. Two optional hooks in `constraints.testHooks` let an
-operator drive the mock sandbox without a model: `tests` (list of strings, one fan-out task each)
-and `testCommand` (e.g. `INFRA_FAIL`, `TIMEOUT_ME`, `FLAKY_INFRA_FAIL`).
+Each step asks one structured prompt (`plan` agent for CompileST, `build` for DecideST) through
+`structured()`, whose answer depends on `OC_MODE`:
 
-`live`/`record` talk to an OpenCode daemon, which this build does not ship: they fail the step with
-a clear error instead of silently falling back to replay.
+* `replay` (the default): a recorded fixture `<OC_FIXTURE_DIR>/<fixtureKey>.json` when one exists,
+  else the built-in deterministic producer of the original: plan `design=["Design for: <goal>"]`,
+  decision `test_command` = `FAIL_ME` when the goal contains "fail me" (case-sensitive), else
+  `pnpm test`. Two hooks in `constraints.testHooks` drive the producer without a model: `tests` (one
+  fan-out task each) and `testCommand` (e.g. `echo hello`, `INFRA_FAIL`, `TIMEOUT_ME`).
+* `live`: the OpenCode server at `OC_BASE_URL` (`kodo.intent.opencode`), one session per run.
+* `record`: as `live`, and the server's answer is also written as the fixture `replay` reads.
+
+If the server is unreachable, refuses the call or answers outside the schema, `live`/`record` fall
+back to the producer (the original's rule), record the server's error in the ledger row and log a
+warning; with `OC_STRICT_MODE=1` they fail the step instead (`oc_live_unavailable:<step>:<msg>`).
+
+**The ledger** (`app.opencode_calls`, one row per `op_key = sha256(run:step:attempt:schemaHash:
+promptHash)`) is read before any call and written, on its own connection, right after it: the row
+commits before the step's checkpoint. A step re-executed after a kill therefore replays the
+recorded answer and does not call the model again. The one window left is a kill between the
+server's answer and the ledger commit: that call is made again. A repair re-executes a step with the
+next attempt number, hence a new op_key and a new call (one model call per step attempt, §2.13).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
-from typing import Any
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kodo import faults
+from kodo.config import Settings
 from kodo.db.jsonb import Jsonb
 from kodo.db.pool import Conn
 from kodo.db.queries import Q
 from kodo.intent.canonical import sha256_hex
+from kodo.intent.opencode import (
+    OcError,
+    OcTimeoutTerminalError,
+    OcUnavailableError,
+    OpenCodeClient,
+    StructuredOutputError,
+)
+from kodo.workflow import context
+
+log = logging.getLogger(__name__)
+
+PLAN_AGENT, BUILD_AGENT = "plan", "build"
+RETRY_COUNT = 3  # the server's own schema retries per prompt (`format.retryCount`)
+SCHEMA_VERSION = 1
+_READ_ONLY_TOOLS = frozenset({"read", "grep", "glob", "ls", "skill"})
+TOOL_ALLOWLIST = {
+    PLAN_AGENT: _READ_ONLY_TOOLS,
+    BUILD_AGENT: _READ_ONLY_TOOLS | {"edit", "write", "bash", "patch"},
+}
+SESSION_MAX_MESSAGES, SESSION_MAX_TOKENS = 20, 100_000  # a run's session rotates past either
 
 
-class CompilerUnavailableError(Exception):
-    """OC_MODE asks for a compiler this process does not have."""
+class CompilerError(Exception):
+    """The compiler could not answer a step (strict mode, a denied tool, a child session)."""
+
+
+# ---- the answer schemas (sent to the server as JSON schema, and checked on the way back) ----------
+
+
+class PlanAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="PlanSchema")
+
+    goal: str | None = None
+    design: list[str] = Field(default_factory=list, max_length=25)
+    files: list[str] = Field(default_factory=list, max_length=30)
+    risks: list[str] = Field(default_factory=list, max_length=15)
+    tests: list[str] = Field(default_factory=list, max_length=100)
+
+
+class PatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    diff: str = Field(max_length=20_000)
+
+
+class BuildAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="BuildSchema")
+
+    patch: list[PatchItem] = Field(default_factory=list, max_length=30)
+    tests: list[str] = Field(default_factory=list, max_length=100)
+    test_command: str
+
+
+PLAN_SCHEMA: dict[str, Any] = PlanAnswer.model_json_schema()
+BUILD_SCHEMA: dict[str, Any] = BuildAnswer.model_json_schema()
+
+
+# ---- prompts and producers -------------------------------------------------------------------------
 
 
 def _hooks(constraints: dict[str, Any]) -> dict[str, Any]:
@@ -31,26 +109,11 @@ def _hooks(constraints: dict[str, Any]) -> dict[str, Any]:
     return hooks if isinstance(hooks, dict) else {}
 
 
-def _require_replay(oc_mode: str) -> None:
-    if oc_mode != "replay":
-        raise CompilerUnavailableError(
-            f"OC_MODE={oc_mode} needs the OpenCode daemon, which this build does not ship"
-        )
-
-
 def plan_prompt(goal: str, inputs: Any, constraints: Any) -> str:
     return (
         f"Goal: {goal}\nInputs: {json.dumps(inputs)}\nConstraints: {json.dumps(constraints)}\n\n"
         "Return ONLY JSON per schema. No code, no patches."
     )
-
-
-def plan(oc_mode: str, goal: str, constraints: dict[str, Any]) -> dict[str, Any]:
-    """PlanOutput `{goal, design, files, risks, tests}`."""
-    _require_replay(oc_mode)
-    tests = _hooks(constraints).get("tests")
-    tests = [str(t) for t in tests] if isinstance(tests, list) else []
-    return {"goal": goal, "design": [f"Design for: {goal}"], "files": [], "risks": [], "tests": tests}
 
 
 def decide_prompt(approved: dict[str, Any], goal: str) -> str:
@@ -61,46 +124,310 @@ def decide_prompt(approved: dict[str, Any], goal: str) -> str:
     )
 
 
-def decide(oc_mode: str, goal: str, constraints: dict[str, Any], approved: dict[str, Any]) -> dict[str, Any]:
-    """The build decision `{prompt, toolcalls, responses, diffs, structured{patch, tests, test_command}}`."""
-    _require_replay(oc_mode)
+def produce_plan(goal: str, constraints: dict[str, Any]) -> dict[str, Any]:
+    tests = _hooks(constraints).get("tests")
+    tests = [str(t) for t in tests] if isinstance(tests, list) else []
+    return {"design": [f"Design for: {goal}"], "files": [], "risks": [], "tests": tests}
+
+
+def produce_decision(goal: str, constraints: dict[str, Any], approved: dict[str, Any]) -> dict[str, Any]:
     command = _hooks(constraints).get("testCommand")
     if not isinstance(command, str) or not command.strip():
         command = "FAIL_ME" if "fail me" in goal else "pnpm test"
-    return {
-        "prompt": decide_prompt(approved, goal),
-        "toolcalls": [],
-        "responses": [],
-        "diffs": [],
-        "structured": {"patch": [], "tests": list(approved.get("tests", [])), "test_command": command},
-    }
+    return {"patch": [], "tests": list(approved.get("tests", [])), "test_command": command}
 
 
-def record_call(
-    c: Conn,
-    *,
-    run_id: str,
-    step_id: str,
-    attempt: int,
-    agent: str,
-    prompt: str,
-    structured: dict[str, Any],
-) -> None:
-    """The model-call ledger row (one per step attempt, keyed by op_key)."""
-    c.execute(
-        Q["insert_opencode_call"],
-        {
-            "id": "occall_" + secrets.token_hex(8),
-            "run_id": run_id,
-            "step_id": step_id,
-            "request": Jsonb({"agent": agent, "prompt": prompt}),
-            "response": Jsonb({"structured": structured}),
-            "session_id": f"replay-{run_id}",
-            "agent": agent,
-            "schema_hash": sha256_hex(agent),
-            "prompt": prompt,
-            "structured": Jsonb(structured),
-            "duration_ms": 0,
-            "op_key": f"{run_id}:{step_id}:{attempt}",
+# ---- keys and fixtures -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One structured prompt of a step attempt."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    agent: str
+    prompt: str
+    schema: dict[str, Any]
+    model: type[BaseModel]
+    producer: Callable[[], dict[str, Any]]
+
+    @property
+    def schema_hash(self) -> str:
+        return sha256_hex(json.dumps(self.schema, separators=(",", ":"), ensure_ascii=False))
+
+    @property
+    def op_key(self) -> str:
+        parts = (self.run_id, self.step_id, self.attempt, self.schema_hash, sha256_hex(self.prompt))
+        return sha256_hex(":".join(str(p) for p in parts))
+
+
+def fixture_key(intent: str, seed: int | str) -> str:
+    """sha256 of canonical `{intent, schemaVersion: 1, seed}` (the seed as text, as the original)."""
+    return sha256_hex({"intent": intent, "schemaVersion": SCHEMA_VERSION, "seed": str(seed)})
+
+
+def fixture_path(settings: Settings, intent: str) -> Path:
+    return Path(settings.oc_fixture_dir) / f"{fixture_key(intent, settings.test_seed)}.json"
+
+
+def write_fixture(settings: Settings, intent: str, answer: dict[str, Any]) -> Path:
+    """`<OC_FIXTURE_DIR>/<fixtureKey>.json`: 2-space JSON and a trailing newline."""
+    path = fixture_path(settings, intent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"intent": intent, "schemaVersion": SCHEMA_VERSION, "seed": str(settings.test_seed), **answer}
+    tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+    tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_fixture(settings: Settings, intent: str) -> dict[str, Any] | None:
+    path = fixture_path(settings, intent)
+    if not path.is_file():
+        return None
+    body = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(body, dict) or not isinstance(body.get("structured"), dict):
+        raise CompilerError(f"fixture {path} has no structured answer")
+    return {k: body[k] for k in ("structured", "toolcalls", "responses") if k in body}
+
+
+# ---- the ledger ------------------------------------------------------------------------------------
+
+
+class Ledger(Protocol):
+    def answer(self, op_key: str) -> dict[str, Any] | None:
+        """The recorded answer of a call (None when there is none, or the call failed)."""
+
+    def session_of(self, run_id: str) -> str | None:
+        """The OpenCode session the run used last."""
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Commit one ledger row now (a failed call's row may later be replaced by an answer)."""
+
+
+class DbLedger:
+    """`app.opencode_calls` through connections of its own, so a row commits before the step's tx."""
+
+    def __init__(self, connect: Callable[[], AbstractContextManager[Conn]]) -> None:
+        self._connect = connect
+
+    def answer(self, op_key: str) -> dict[str, Any] | None:
+        with self._connect() as c:
+            row = c.execute(Q["get_opencode_answer"], {"op_key": op_key}).fetchone()
+        return dict(row["response"]) if row is not None else None
+
+    def session_of(self, run_id: str) -> str | None:
+        with self._connect() as c:
+            row = c.execute(Q["latest_opencode_session"], {"run_id": run_id}).fetchone()
+        return str(row["session_id"]) if row is not None else None
+
+    def record(self, row: dict[str, Any]) -> None:
+        params = {k: Jsonb(v) if k in _JSON_COLUMNS and v is not None else v for k, v in row.items()}
+        with self._connect() as c:
+            c.execute(Q["insert_opencode_call"], params)
+
+
+_JSON_COLUMNS = frozenset({"request", "response", "structured", "tool_calls", "error"})
+
+
+# ---- sessions (one per run, per process; the ledger remembers it across processes) -----------------
+
+
+@dataclass
+class _Session:
+    id: str
+    messages: int = 0
+    tokens: int = 0
+
+
+_sessions: dict[tuple[str, str], _Session] = {}  # (server, run id) -> this process's session
+
+
+def _session(client: OpenCodeClient, ledger: Ledger, run_id: str, strict: bool) -> _Session:
+    known = _sessions.get((client.base_url, run_id))
+    if known is not None and known.messages < SESSION_MAX_MESSAGES and known.tokens < SESSION_MAX_TOKENS:
+        return known
+    sid = ledger.session_of(run_id) if known is None else None
+    if sid is None:
+        try:
+            sid = client.create_session(run_id)
+        except OcError as exc:
+            if strict:
+                raise CompilerError(f"oc_live_unavailable:session:{exc}") from exc
+            sid = "sess_" + secrets.token_hex(8)
+            log.warning("OpenCode session for run %s not created (%s); using %s", run_id, exc, sid)
+    session = _sessions[(client.base_url, run_id)] = _Session(sid)
+    return session
+
+
+# ---- the structured prompt ---------------------------------------------------------------------------
+
+
+def _deny_child_sessions(value: Any) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in ("parentID", "parentSessionId"):
+                raise CompilerError("child_session_denied: no child sessions are allowed")
+            _deny_child_sessions(v)
+    elif isinstance(value, list):
+        for v in value:
+            _deny_child_sessions(v)
+
+
+def _check_tools(agent: str, answer: dict[str, Any]) -> None:
+    allowed = TOOL_ALLOWLIST.get(agent, frozenset())
+    for call in answer.get("toolcalls") or []:
+        name = str(call.get("name"))
+        if name not in allowed and name != "noop":
+            raise CompilerError(f"tool-denied: {name} for agent {agent}")
+
+
+def _validated(call: Call, structured: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return call.model.model_validate(structured).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        raise StructuredOutputError(f"the answer does not fit {call.model.__name__}: {exc}") from exc
+
+
+def _live(settings: Settings, call: Call, ledger: Ledger, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Ask the server. Returns the answer and where it came from (`live`, or `producer` on a fallback)."""
+    strict = settings.oc_strict_mode
+    client = OpenCodeClient(settings.oc_base_url, settings.oc_timeout_ms)
+    session = _session(client, ledger, call.run_id, strict)
+    row["session_id"] = session.id
+    try:
+        if call.step_id == "CompileST":
+            client.log(f"Planning for run {call.run_id}")
+        result = client.prompt_with_stall_retry(session.id, call.agent, call.prompt, call.schema, RETRY_COUNT)
+        session.messages += 2
+        session.tokens += result.total_tokens or 0
+        answer: dict[str, Any] = {
+            "structured": _validated(call, result.structured),
+            "toolcalls": result.tool_calls,
+            "responses": result.responses,
+        }
+        if result.total_tokens is not None:
+            answer["usage"] = {"total_tokens": result.total_tokens}
+        row["raw_response"] = result.raw_response
+        return answer, "live"
+    except OcError as exc:
+        kind = (
+            "oc_live_unavailable"
+            if isinstance(exc, OcUnavailableError | OcTimeoutTerminalError)
+            else (type(exc).__name__)
+        )
+        if strict:
+            raise CompilerError(f"{kind}:{call.step_id}:{exc}") from exc
+        log.warning(
+            "OpenCode %s for %s/%s; using the built-in producer: %s", kind, call.run_id, call.step_id, exc
+        )
+        row["error"] = {"type": kind, "message": str(exc), "fallback": "producer"}
+        return {"structured": call.producer(), "toolcalls": [], "responses": []}, "producer"
+
+
+def structured(settings: Settings, call: Call, ledger: Ledger) -> dict[str, Any]:
+    """The answer `{structured, toolcalls, responses[, usage]}` of one structured prompt."""
+    _deny_child_sessions(call.schema)
+    recorded = ledger.answer(call.op_key)
+    if recorded is not None:
+        _check_tools(call.agent, recorded)  # the same verdict as when it was first recorded
+        return recorded
+    started = time.monotonic()
+    row: dict[str, Any] = {
+        "id": "occall_" + secrets.token_hex(8),
+        "run_id": call.run_id,
+        "step_id": call.step_id,
+        "op_key": call.op_key,
+        "session_id": f"replay-{call.run_id}",
+        "agent": call.agent,
+        "schema_hash": call.schema_hash,
+        "prompt": call.prompt,
+        "request": {
+            "prompt": call.prompt,
+            "schema": call.schema,
+            "options": {"agent": call.agent, "retryCount": RETRY_COUNT, "mode": settings.oc_mode},
         },
+        "raw_response": None,
+        "error": None,
+    }
+    try:
+        if settings.oc_mode == "replay":
+            fixture = read_fixture(settings, call.prompt)
+            answer = fixture or {"structured": call.producer(), "toolcalls": [], "responses": []}
+            answer["structured"] = _validated(call, answer["structured"])
+        else:
+            answer, source = _live(settings, call, ledger, row)
+            if settings.oc_mode == "record" and source == "live":
+                write_fixture(settings, call.prompt, answer)
+    except Exception as exc:
+        row["error"] = row["error"] or {"type": type(exc).__name__, "message": str(exc)}
+        _record(ledger, row, None, started)
+        raise
+    _record(ledger, row, answer, started)
+    faults.reached(faults.OC_RECORDED, call.step_id)
+    _check_tools(call.agent, answer)
+    return answer
+
+
+def _record(ledger: Ledger, row: dict[str, Any], answer: dict[str, Any] | None, started: float) -> None:
+    row.update(
+        structured=answer["structured"] if answer else None,
+        tool_calls=answer["toolcalls"] if answer else None,
+        response=answer if answer else {"error": row["error"]},
+        duration_ms=int((time.monotonic() - started) * 1000),
     )
+    try:
+        ledger.record(row)
+    except Exception:  # the original's rule: a ledger failure is logged, never fails the step
+        log.exception("opencode_calls ledger write failed for %s", row["op_key"])
+
+
+# ---- the two steps -------------------------------------------------------------------------------
+
+
+def _default_ledger() -> Ledger:
+    return DbLedger(context.connection)  # connections of the running workflow's process
+
+
+def plan(
+    settings: Settings, ctx: dict[str, Any], attempt: int, ledger: Ledger | None = None
+) -> dict[str, Any]:
+    """PlanOutput `{goal, design, files, risks, tests}` (a `goal` in the answer replaces the intent's)."""
+    goal, constraints = ctx["goal"], ctx["constraints"]
+    call = Call(
+        ctx["runId"], "CompileST", attempt, PLAN_AGENT,
+        plan_prompt(goal, ctx["inputs"], constraints), PLAN_SCHEMA, PlanAnswer,
+        lambda: produce_plan(goal, constraints),
+    )  # fmt: skip
+    answer = structured(settings, call, ledger or _default_ledger())
+    base = {"goal": goal, "design": [], "files": [], "risks": [], "tests": []}
+    return {**base, **answer["structured"]}
+
+
+def decide(
+    settings: Settings,
+    ctx: dict[str, Any],
+    approved: dict[str, Any],
+    attempt: int,
+    ledger: Ledger | None = None,
+) -> dict[str, Any]:
+    """The build decision `{prompt, toolcalls, responses, diffs, structured{patch, tests, test_command}}`."""
+    goal, constraints = ctx["goal"], ctx["constraints"]
+    prompt = decide_prompt(approved, goal)
+    call = Call(
+        ctx["runId"], "DecideST", attempt, BUILD_AGENT, prompt, BUILD_SCHEMA, BuildAnswer,
+        lambda: produce_decision(goal, constraints, approved),
+    )  # fmt: skip
+    answer = structured(settings, call, ledger or _default_ledger())
+    out: dict[str, Any] = {
+        "prompt": prompt,
+        "toolcalls": answer.get("toolcalls") or [],
+        "responses": answer.get("responses") or [],
+        "diffs": [],
+        "structured": {"patch": [], "tests": [], **answer["structured"]},
+    }
+    if "usage" in answer:
+        out["usage"] = answer["usage"]
+    return out

@@ -1,9 +1,12 @@
 """The sandbox layer: fan-out task requests, providers and result merge (contract-internals §3.5-§3.6, §6).
 
-`SBX_MODE=mock` (the default) is the original's mock provider, a product feature keyed on the
-first word of the command. `SBX_MODE=live` with `SBX_PROVIDER=microsandbox` (only when
-`SBX_ALT_PROVIDER_ENABLED=true`) returns the deterministic unsupported result; e2b is not shipped
-in this build and fails the task with a configuration error (never a silent fallback).
+One port (`Provider.run(req, ctx, on_chunk, attempt)` -> SBXRes), chosen by `provider_for`:
+
+* `SBX_MODE=mock` (the default): the original's mock provider, keyed on the first word of `cmd`.
+* `SBX_MODE=live SBX_PROVIDER=e2b` (the default provider): an E2B sandbox (`kodo.intent.sbx_e2b`).
+* `SBX_MODE=live SBX_PROVIDER=local`: a real subprocess with limits (`kodo.intent.sbx_local`).
+* `SBX_MODE=live SBX_PROVIDER=microsandbox`: only with `SBX_ALT_PROVIDER_ENABLED=true`, and then the
+  deterministic unsupported result (`BOOT_FAIL`); never a fallback to another provider.
 """
 
 from __future__ import annotations
@@ -149,7 +152,13 @@ def provider_for(settings: Settings) -> Provider:
         if not settings.sbx_alt_provider_enabled:
             raise ConfigError("microsandbox provider is disabled; set SBX_ALT_PROVIDER_ENABLED=true")
         return MicrosandboxProvider()
-    raise ConfigError("SBX_PROVIDER=e2b is not available in this build; use SBX_MODE=mock")
+    if settings.sbx_provider == "local":
+        from kodo.intent.sbx_local import LocalProvider
+
+        return LocalProvider(settings)
+    from kodo.intent.sbx_e2b import E2BProvider  # the SDK is imported only where it is used
+
+    return E2BProvider(settings)
 
 
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -127,8 +127,7 @@ def _record_step(
             **key,
             "phase": PHASES[step_id],
             "output": Jsonb(full),
-            "trace_id": None,
-            "span_id": None,
+            **context.trace_ids()._asdict(),  # the step span's ids when tracing is on
             "started_at": started,
             "finished_at": _now(),
         },
@@ -174,17 +173,7 @@ def begin_run(c: Conn, workflow_id: str) -> dict[str, Any]:
 @wf.transaction("CompileST")
 def compile_step(c: Conn, ctx: dict[str, Any], attempt: int) -> dict[str, Any]:
     started = _now()
-    settings = context.settings()
-    plan = planner.plan(settings.oc_mode, ctx["goal"], ctx["constraints"])
-    planner.record_call(
-        c,
-        run_id=ctx["runId"],
-        step_id="CompileST",
-        attempt=attempt,
-        agent="plan",
-        prompt=planner.plan_prompt(ctx["goal"], ctx["inputs"], ctx["constraints"]),
-        structured=plan,
-    )
+    plan = planner.plan(context.settings(), ctx, attempt)  # the model call, ledgered on its own
     artifacts.put(
         c,
         ctx["runId"],
@@ -208,17 +197,7 @@ def apply_patch_step(c: Conn, ctx: dict[str, Any], plan: dict[str, Any], attempt
 @wf.transaction("DecideST")
 def decide_step(c: Conn, ctx: dict[str, Any], patched: dict[str, Any], attempt: int) -> dict[str, Any]:
     started = _now()
-    settings = context.settings()
-    decision = planner.decide(settings.oc_mode, ctx["goal"], ctx["constraints"], patched)
-    planner.record_call(
-        c,
-        run_id=ctx["runId"],
-        step_id="DecideST",
-        attempt=attempt,
-        agent="build",
-        prompt=decision["prompt"],
-        structured=decision["structured"],
-    )
+    decision = planner.decide(context.settings(), ctx, patched, attempt)  # ledgered on its own
     for i, patch in enumerate(decision["structured"]["patch"]):
         art = Artifact("patch", f"{patch['path']}.patch", patch, sha256_hex(patch))
         artifacts.put(c, ctx["runId"], "DecideST", i, art, attempt=attempt)
@@ -378,6 +357,16 @@ def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[s
         stream(kind, {"kind": kind, "chunk": text, "seq": seq})
         seq += 1
 
+    params = {"run_id": run_id, "task_key": key, "attempt": attempt}
+    with context.connection() as c:
+        done = c.execute(Q["get_sbx_run"], params).fetchone()
+    if done is not None:
+        # This attempt ran and committed its record before a crash took the step's checkpoint: its
+        # record stands (a sandbox is not deterministic, and must not run twice for one attempt).
+        response = done["response"]
+        if done["err_code"] in sandbox.RETRYABLE_CODES:
+            raise sandbox.SbxInfraError(f"SBX Infra Error [{done['err_code']}]: {response.get('stderr')}")
+        return {**response, "attempt": attempt}
     provider = sandbox.provider_for(settings)
     try:
         result = provider.run(
@@ -392,7 +381,6 @@ def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[s
             "artifactIndexRef": index_ref,
             "raw": {**(result.get("raw") or {}), "attempt": attempt},
         }
-        params = {"run_id": run_id, "task_key": key, "attempt": attempt}
         inserted = c.execute(
             Q["insert_sbx_run"],
             {

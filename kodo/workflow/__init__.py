@@ -10,6 +10,10 @@ def pipeline(url: str) -> str:
     body = fetch(url)       # checkpointed; replayed on re-execution
     wf.sleep(5)             # durable; holds no worker while it waits
     return body
+
+@wf.scheduled(every_ms=30_000)  # started once per 30 s tick across the fleet (kodo.workflow.scheduler)
+@wf.workflow(queue="controlQ")
+def tick(scheduled_ms: int, started_ms: int) -> None: ...
 """
 
 from kodo.workflow.context import (
@@ -22,12 +26,14 @@ from kodo.workflow.context import (
     wait_children,
 )
 from kodo.workflow.registry import RetryPolicy, step, transaction, workflow
+from kodo.workflow.scheduler import scheduled
 
 __all__ = [
     "RetryPolicy",
     "current_workflow_id",
     "get_result",
     "recv",
+    "scheduled",
     "send",
     "sleep",
     "start_child",

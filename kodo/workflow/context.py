@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kodo.workflow.registry import RetryPolicy, WorkflowDef
 
@@ -57,6 +57,32 @@ def connection(transaction: bool = False) -> AbstractContextManager[Any]:
 def settings() -> Settings:
     """The Settings of the process running the current workflow."""
     return _require("settings()").engine.settings
+
+
+class TraceIds(NamedTuple):
+    """The trace and span id of the operation now running (32 and 16 hex digits), or None twice."""
+
+    trace_id: str | None
+    span_id: str | None
+
+
+_NO_TRACE = TraceIds(None, None)
+_trace: ContextVar[TraceIds] = ContextVar("kodo_trace_ids", default=_NO_TRACE)
+
+
+def trace_ids() -> TraceIds:
+    """The ids of the span of the operation now running, as a tracing hook set them (`kodo.telemetry`);
+    (None, None) when tracing is off. The product stores them (`app.run_steps`) without a tracer."""
+    return _trace.get()
+
+
+def bind_trace_ids(trace_id: str, span_id: str) -> Token[TraceIds]:
+    """For an operation hook's `before`: what `trace_ids()` returns until `unbind_trace_ids(token)`."""
+    return _trace.set(TraceIds(trace_id, span_id))
+
+
+def unbind_trace_ids(token: Token[TraceIds]) -> None:
+    _trace.reset(token)
 
 
 def step_attempt() -> int:

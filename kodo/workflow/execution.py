@@ -444,41 +444,65 @@ class Execution:
 
         return self._operation(OpKind.START_CHILD, "kodo.start_child", body, replay)
 
-    def _fan_in(self, op: Op, wait: Wait, outcome: Callable[[], Checkpoint | None]) -> Recorded:
-        """Lock our row, then record the children's outcome if it is final, or park until it is."""
+    def _fan_in(self, outcome: Callable[[], Checkpoint | Wait]) -> Recorded:
+        """Lock our row, then record the children's outcome if it is final, or park on what it
+        still waits for."""
         with self._tx():
             self._lock_own()
-            cp = outcome()
-            if cp is not None:
-                return self._record(cp)
-            self._park(wait, None)
+            got = outcome()
+            if isinstance(got, Checkpoint):
+                return self._record(got)
+            self._park(got, None)
         raise Parked(self.workflow_id)
+
+    def _child_row(self, child_id: str) -> Row | None:
+        """The child's row. A running child of another workflow (we are a fork sharing our
+        original's children) is read again under a share lock: its end locks its parent's row
+        first, not ours, so the lock is what keeps it from ending unseen while we park."""
+        child = self.session.get_workflow(child_id)
+        if child is None or child["status"] in TERMINAL or child["parent_workflow_id"] == self.workflow_id:
+            return child
+        return self.session.lock_child(child_id)
 
     def get_result(self, child_id: str) -> Any:
         def body(op: Op) -> Any:
             now = clock.now_ms()
 
-            def outcome() -> Checkpoint | None:
-                child = self.session.get_workflow(child_id)
+            def outcome() -> Checkpoint | Wait:
+                child = self._child_row(child_id)
                 if child is None:
                     raise ChildWorkflowError(f"no child workflow {child_id}")
                 if child["status"] not in TERMINAL:
-                    return None
+                    return Wait(WaitKind.CHILD, child_id)
                 output, error = _child_outcome(child)
                 return Checkpoint(op.function_id, op.name, output, error, now, child_id)
 
-            return recorded_value(self._fan_in(op, Wait(WaitKind.CHILD, child_id), outcome))
+            return recorded_value(self._fan_in(outcome))
 
         return self._operation(OpKind.GET_RESULT, "kodo.get_result", body)
 
     def wait_children(self) -> list[dict[str, Any]]:
+        """Wait for every child: those this workflow started and those its recorded `start_child`
+        operations name (a fork's, copied from its original, belong to the original)."""
+
         def body(op: Op) -> list[dict[str, Any]]:
             now = clock.now_ms()
 
-            def outcome() -> Checkpoint | None:
+            def outcome() -> Checkpoint | Wait:
                 rows = self.session.child_states(self.workflow_id)
+                shared = sorted(
+                    str(r["workflow_uuid"])
+                    for r in rows
+                    if r["status"] not in TERMINAL and r["parent_workflow_id"] != self.workflow_id
+                )
+                for cid in shared:
+                    locked = self.session.lock_child(cid)  # see _child_row
+                    if locked is not None and locked["status"] not in TERMINAL:
+                        return Wait(WaitKind.CHILD, cid)  # its end wakes us; then we check again
+                if shared:
+                    rows = self.session.child_states(self.workflow_id)  # read after the share locks
                 if not all(r["status"] in TERMINAL for r in rows):
-                    return None
+                    return Wait(WaitKind.CHILDREN)  # our own children: the last one wakes us
                 summary = [
                     {
                         "workflow_id": r["workflow_uuid"],
@@ -490,7 +514,7 @@ class Execution:
                 ]
                 return Checkpoint(op.function_id, op.name, serde.dumps(summary), None, now)
 
-            return list(recorded_value(self._fan_in(op, Wait(WaitKind.CHILDREN), outcome)))
+            return list(recorded_value(self._fan_in(outcome)))
 
         return list(self._operation(OpKind.WAIT_CHILDREN, "kodo.wait_children", body))
 

@@ -85,8 +85,13 @@ class Session(Protocol):
         """The terminal write (fenced; a CANCELLED row is not overwritten)."""
 
     # ---- wakers ----------------------------------------------------------------------------
-    def wake_parent(self, parent: str, child: str, now: int) -> Doorbell | None:
-        """Wake `parent` if it waits for `child` or for its last running child (parent locked)."""
+    def lock_child_waiters(self, parent: str, child: str) -> None:
+        """Before `child`'s terminal write: lock the rows its end may wake, in id order: `parent`'s,
+        and every row parked on `child` (a fork shares its original's children)."""
+
+    def wake_child_waiters(self, parent: str, child: str, now: int) -> list[Doorbell]:
+        """After `child` ended: wake every row parked on it, and `parent` if it waits for all its
+        children and none is left running (the rows `lock_child_waiters` locked)."""
 
     def wake_receiver(self, destination: str, topic: str, now: int) -> Doorbell | None:
         """Wake `destination` if it is parked on `topic` (its row locked)."""
@@ -104,6 +109,11 @@ class Session(Protocol):
         """Create the row (ENQUEUED); None if the id exists. Raises DuplicateError on a dedup clash."""
 
     def get_workflow(self, workflow_id: str) -> Row | None: ...
+
+    def lock_child(self, child: str) -> Row | None:
+        """Read a child's status, output and error under a share lock. A waiter that is not the
+        child's parent (a fork) reads it this way: the child's terminal write then either committed
+        before the read, or waits until the waiter parked (and then wakes it)."""
 
     def child_states(self, parent: str) -> list[Row]: ...
 
@@ -141,6 +151,13 @@ class Session(Protocol):
     def try_singleton(self, key: int) -> bool:
         """Take a fleet-wide lock for the rest of the open transaction (False: another holds it)."""
 
+    # ---- scheduler -------------------------------------------------------------------------
+    def last_schedule_tick(self, schedule_name: str) -> int | None:
+        """The newest tick (epoch ms) of a schedule, or None if it never ticked."""
+
+    def insert_schedule_tick(self, schedule_name: str, tick_ms: int, workflow_id: str, now: int) -> bool:
+        """Claim one tick of a schedule (ON CONFLICT DO NOTHING); False if it was claimed already."""
+
 
 class TimerListener(Protocol):
     def wait(self, timeout_s: float) -> None:
@@ -162,4 +179,7 @@ class Store(Protocol):
 
 
 class Dispatcher(Protocol):
-    def publish(self, workflow_id: str, queue: str) -> None: ...
+    def publish(
+        self, workflow_id: str, queue: str, *, name: str | None = None, partition_key: str | None = None
+    ) -> None:
+        """Ring one doorbell; `name` and `partition_key` label the message for the broker's monitors."""

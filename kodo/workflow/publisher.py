@@ -69,7 +69,9 @@ class Publisher:
     def ring(self, bells: Iterable[Doorbell]) -> None:
         for bell in bells:
             try:
-                self.dispatcher.publish(bell.workflow_id, bell.queue)
+                self.dispatcher.publish(
+                    bell.workflow_id, bell.queue, name=bell.name, partition_key=bell.partition_key
+                )
             except Exception:
                 log.warning(
                     "publish of %s to %s failed; the reconciler will retry",

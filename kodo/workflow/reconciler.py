@@ -6,7 +6,9 @@ It is a list of small passes run in one loop, each for this application version 
    the lease to run out);
 3. `RepublishStale`: runnable rows nobody picked up (lost message, lease expired) are republished.
    The claim that follows counts the recovery attempt and enforces the maximum;
-4. `CancelExpired`: workflows past their timeout are cancelled (a runner stops at its next boundary).
+4. `CancelExpired`: workflows past their timeout are cancelled (a runner stops at its next boundary);
+5. `ScheduleTicks` (kodo.workflow.scheduler, when schedules are declared): starts every due tick of
+   every schedule, exactly once, catching up missed ticks; a singleton pass.
 Every update is atomic, so two reconcilers never publish the same due timer twice, and a duplicate
 publish is a no-op delivery anyway. A pass that must run once across a fleet (a scheduler) declares
 a `singleton` key: it runs only while its reconciler holds that Postgres advisory lock, so no leader
@@ -30,6 +32,7 @@ from kodo.errors import ConflictError, UnknownWorkflowError
 from kodo.workflow import executor
 from kodo.workflow.ports import Session, Store
 from kodo.workflow.publisher import Bells, Publisher
+from kodo.workflow.scheduler import Schedule, ScheduleTicks, StartTxn
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -115,6 +118,7 @@ class PassCounts:
     dead_leases: int = 0
     republished: int = 0
     timed_out: int = 0
+    scheduled: int = 0
 
 
 class Reconciler:
@@ -135,14 +139,26 @@ class Reconciler:
 
     @classmethod
     def standard(
-        cls, settings: Settings, store: Store, publisher: Publisher, cancel: Callable[[str], None]
+        cls,
+        settings: Settings,
+        store: Store,
+        publisher: Publisher,
+        cancel: Callable[[str], None],
+        *,
+        start: StartTxn | None = None,
+        schedules: Sequence[Schedule] = (),
     ) -> Reconciler:
+        """The standard passes; with `schedules`, the scheduler too (`start` is Client.start_txn)."""
         passes: list[Pass] = [
             WakeTimers(settings),
             ExpireDeadLeases(),
             RepublishStale(settings),
             CancelExpired(settings, cancel),
         ]
+        if schedules:
+            if start is None:
+                raise ValueError("a reconciler with schedules needs `start` (Client.start_txn)")
+            passes.append(ScheduleTicks(settings, start, tuple(schedules)))
         return cls(settings, store, publisher, passes)
 
     def run_pass(self, p: Pass, now: int | None = None) -> int:

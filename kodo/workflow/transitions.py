@@ -47,15 +47,18 @@ def end_child(
     now: int,
     transition: Callable[[], bool],
 ) -> bool:
-    """Run `transition` (the child's terminal write) with its parent locked first, then wake the
-    parent if it waits for this child or for its last one. Returns what `transition` returned.
+    """Run `transition` (the child's terminal write) with its waiters locked first, then wake
+    every workflow parked on this child, and the parent if it waits for its last one. Returns what
+    `transition` returned.
 
-    Parent first: the same lock order as a parent parking on its children, so the parent either
-    sees the child ended or is woken by it.
+    The waiters are the parent and any fork of it that reached `get_result(child)` (a fork shares
+    its original's children). Waiters first: the parent either sees the child ended or is woken by
+    it, as it locks its own row before it checks and parks; a fork, which this lock cannot know
+    about before it parks, reads the child under a share lock instead (`Session.lock_child`).
     """
     if parent is not None:
-        session.lock(parent)
+        session.lock_child_waiters(parent, child)
     done = transition()
     if done and parent is not None:
-        bells.add(session.wake_parent(parent, child, now))
+        bells.add(*session.wake_child_waiters(parent, child, now))
     return done

@@ -84,9 +84,11 @@ class _TimedDispatcher:
         self.wall = 0.0
         self.cpu = 0.0
 
-    def publish(self, workflow_id: str, queue: str) -> None:
+    def publish(
+        self, workflow_id: str, queue: str, *, name: str | None = None, partition_key: str | None = None
+    ) -> None:
         a, b = time.perf_counter(), time.process_time()
-        self.inner.publish(workflow_id, PROFILE_QUEUE)
+        self.inner.publish(workflow_id, PROFILE_QUEUE, name=name, partition_key=partition_key)
         self.wall += time.perf_counter() - a
         self.cpu += time.process_time() - b
 

@@ -67,4 +67,4 @@ def test_status_steps_cancel_resume_fork_and_errors(
     assert ops("resume", wid).returncode == 0
     assert rt.client.get(wid)["status"] in ("ENQUEUED", "PENDING")
     once = json.loads(ops("reconcile", "--once").stdout)
-    assert set(once) == {"timers", "dead_leases", "republished", "timed_out"}
+    assert set(once) == {"timers", "dead_leases", "republished", "timed_out", "scheduled"}

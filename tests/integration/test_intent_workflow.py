@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kodo.intent import HUMAN_EVENT_TOPIC, STEPS
+from kodo.intent import HUMAN_EVENT_TOPIC, STEPS, TASK_WORKFLOW
 from kodo.intent.artifacts import NONE_SHA256
 from kodo.runtime import Runtime
 from tests.support import procs
@@ -382,3 +382,31 @@ def test_a_run_cancelled_before_it_ran_resumes_queued(rt: Runtime, sql: Sql) -> 
     row = run_row(sql, run_id)
     assert (row["status"], row["next_action"], row["error"]) == ("queued", "NONE", None)
     assert rt.client.get(wid)["status"] == "ENQUEUED"
+
+
+def test_a_sandbox_attempt_recorded_before_a_crash_is_not_run_again(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    """A kill after an attempt's sbx_runs row committed but before the step's checkpoint: the re-run
+    step returns the recorded attempt instead of running the sandbox a second time (a live sandbox
+    is not deterministic: a second run would differ from the record, or do its effects twice)."""
+    start_worker()
+    _, run_id = start_run(rt, sql, "demo", approved=True)
+    wait_run(sql, run_id, "succeeded")
+    [done] = sql("SELECT request, response, metrics FROM app.sbx_runs WHERE run_id = %s", (run_id,))
+    # The record a crashed attempt left behind, for a task whose step has no checkpoint yet. Its
+    # stdout differs from what the (deterministic) mock sandbox would print if it ran again.
+    task = {**done["request"], "taskKey": "k-recorded"}
+    recorded = {**done["response"], "taskKey": "k-recorded", "stdout": "RECORDED\n"}
+    sql(
+        "INSERT INTO app.sbx_runs (run_id, step_id, task_key, attempt, provider, request, response, err_code, "
+        "metrics) VALUES (%s, 'ExecuteST', 'k-recorded', 1, 'mock', %s, %s, 'NONE', %s)",
+        (run_id, json.dumps(task), json.dumps(recorded), json.dumps(done["metrics"])),
+    )
+    rt.client.start(TASK_WORKFLOW, task, run_id, 0, workflow_id="sbx-rerun", queue="sbxQ")
+    row = rt.client.wait("sbx-rerun", 20)
+    assert row["status"] == "SUCCESS", row["error"]
+    assert json.loads(row["output"]) == {**recorded, "attempt": 1}
+    assert sql("SELECT count(*) AS n FROM app.sbx_runs WHERE task_key = 'k-recorded'", ())[0]["n"] == 1
+    chunks = "SELECT count(*) AS n FROM dbos.notifications WHERE destination_uuid = 'k-recorded'"
+    assert sql(chunks, ())[0]["n"] == 0  # the sandbox did not run: nothing streamed

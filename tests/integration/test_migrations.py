@@ -10,6 +10,7 @@ EXPECTED = {
     ("dbos", "operation_outputs"),
     ("dbos", "notifications"),
     ("dbos", "step_attempts"),
+    ("dbos", "schedule_ticks"),
     ("app", "marks"),
     ("app", "workflow_runs"),
     ("app", "intents"),
@@ -21,6 +22,9 @@ EXPECTED = {
     ("app", "mock_receipts"),
     ("app", "plan_approvals"),
     ("app", "sbx_runs"),
+    ("app", "v_ops_failures_24h"),
+    ("app", "v_ops_slow_steps"),
+    ("app", "v_ops_queue_depth"),
 }
 
 

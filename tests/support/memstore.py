@@ -2,7 +2,7 @@
 
 `MemorySession` reproduces, method by method, the named queries of `kodo/db/queries/*.sql` that
 `kodo.db.store.PgSession` runs: fencing by `lease_epoch` AND `executor_id`, status guards, the claim
-rules (recovery attempts, MAX_RECOVERY_ATTEMPTS_EXCEEDED), typed waits, `wake_parent`/`wake_receiver`,
+rules (recovery attempts, MAX_RECOVERY_ATTEMPTS_EXCEEDED), typed waits, `wake_child_waiters`/`wake_receiver`,
 `take_message` in `seq` order, ON CONFLICT DO NOTHING, deduplication ids unique per queue
 (`DuplicateError`) and the republish backoff.
 
@@ -31,7 +31,7 @@ import copy
 import re
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
@@ -55,6 +55,7 @@ from kodo.workflow.client import Client
 from kodo.workflow.engine import Engine, Outcome
 from kodo.workflow.reconciler import Reconciler
 from kodo.workflow.registry import REGISTRY, Registry
+from kodo.workflow.scheduler import Schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -125,6 +126,11 @@ def _public(row: Row) -> Row:
     return out
 
 
+def _doorbell(row: Row) -> Doorbell:
+    """The doorbell of a row a transition woke (the adapter's RETURNING columns)."""
+    return Doorbell(row["workflow_uuid"], row["queue_name"], row["name"], row["queue_partition_key"])
+
+
 def _clear_wait(row: Row) -> None:
     row["wait_kind"] = row["wait_key"] = row["wake_at_epoch_ms"] = None
 
@@ -137,6 +143,7 @@ class _State:
     outputs: dict[tuple[str, int], Row] = field(default_factory=dict)
     attempts: dict[tuple[str, int, int], Row] = field(default_factory=dict)
     notifications: dict[str, Row] = field(default_factory=dict)
+    schedule_ticks: dict[tuple[str, int], Row] = field(default_factory=dict)
     product: dict[str, Any] = field(default_factory=dict)
 
 
@@ -432,22 +439,37 @@ class MemorySession:
     # ---- wakers ------------------------------------------------------------------------------
 
     @_statement
-    def wake_parent(self, parent: str, child: str, now: int) -> Doorbell | None:
-        p = self._wf(parent)
-        if p is None:
-            return None
-        self._lock_row(parent)
-        if p["status"] != PENDING:
-            return None
-        waits_for_it = p["wait_kind"] == "child" and p["wait_key"] == child
-        last_child = p["wait_kind"] == "children" and not any(
-            c["parent_workflow_id"] == parent and c["status"] in ACTIVE for c in self._s.workflows.values()
-        )
-        if not (waits_for_it or last_child):
-            return None
-        _clear_wait(p)
-        p["published_at_epoch_ms"] = p["updated_at"] = now
-        return Doorbell(parent, p["queue_name"])
+    def lock_child_waiters(self, parent: str, child: str) -> None:
+        for wid in sorted(
+            wid
+            for wid, r in self._s.workflows.items()
+            if wid == parent or (r["wait_kind"] == "child" and r["wait_key"] == child)
+        ):
+            self._lock_row(wid)
+
+    @_statement
+    def wake_child_waiters(self, parent: str, child: str, now: int) -> list[Doorbell]:
+        bells = []
+        for wid in sorted(self._s.workflows):
+            row = self._s.workflows[wid]
+            if row["status"] != PENDING:
+                continue
+            waits_for_it = row["wait_kind"] == "child" and row["wait_key"] == child
+            last_child = (
+                wid == parent
+                and row["wait_kind"] == "children"
+                and not any(
+                    c["parent_workflow_id"] == parent and c["status"] in ACTIVE
+                    for c in self._s.workflows.values()
+                )
+            )
+            if not (waits_for_it or last_child):
+                continue
+            self._lock_row(wid)
+            _clear_wait(row)
+            row["published_at_epoch_ms"] = row["updated_at"] = now
+            bells.append(_doorbell(row))
+        return bells
 
     @_statement
     def wake_receiver(self, destination: str, topic: str, now: int) -> Doorbell | None:
@@ -459,7 +481,7 @@ class MemorySession:
             return None
         _clear_wait(row)
         row["published_at_epoch_ms"] = row["updated_at"] = now
-        return Doorbell(destination, row["queue_name"])
+        return _doorbell(row)
 
     @_statement
     def insert_notification(
@@ -542,7 +564,7 @@ class MemorySession:
             "created_at": now,
             "updated_at": now,
         }
-        return Doorbell(new.workflow_id, new.queue)
+        return Doorbell(new.workflow_id, new.queue, new.name, new.partition_key)
 
     @_statement
     def get_workflow(self, workflow_id: str) -> Row | None:
@@ -553,11 +575,24 @@ class MemorySession:
         return {k: full[k] for k in GET_WORKFLOW_COLUMNS}
 
     @_statement
+    def lock_child(self, child: str) -> Row | None:
+        row = self._wf(child)
+        if row is None:
+            return None
+        self._lock_row(child)  # FOR SHARE; this fake has only one kind of row lock
+        return {k: row[k] for k in ("workflow_uuid", "status", "output", "error", "parent_workflow_id")}
+
+    @_statement
     def child_states(self, parent: str) -> list[Row]:
+        recorded = {
+            o["child_workflow_id"]
+            for (wid, _), o in self._s.outputs.items()
+            if wid == parent and o["function_name"] == "kodo.start_child"
+        }
         return [
-            {k: r[k] for k in ("workflow_uuid", "status", "output", "error")}
-            for r in self._s.workflows.values()
-            if r["parent_workflow_id"] == parent
+            {k: r[k] for k in ("workflow_uuid", "status", "output", "error", "parent_workflow_id")}
+            for wid, r in self._s.workflows.items()
+            if r["parent_workflow_id"] == parent or wid in recorded
         ]
 
     @_statement
@@ -586,7 +621,7 @@ class MemorySession:
         row["recovery_attempts"] = 0
         _clear_wait(row)
         row["published_at_epoch_ms"] = row["updated_at"] = now
-        return Doorbell(workflow_id, row["queue_name"])
+        return _doorbell(row)
 
     @_statement
     def max_function_id(self, workflow_id: str) -> int:
@@ -653,7 +688,7 @@ class MemorySession:
             self._lock_row(r["workflow_uuid"])
             _clear_wait(r)
             r["published_at_epoch_ms"] = r["updated_at"] = now
-            bells.append(Doorbell(r["workflow_uuid"], r["queue_name"]))
+            bells.append(_doorbell(r))
         return bells
 
     @_statement
@@ -701,7 +736,7 @@ class MemorySession:
             self._lock_row(r["workflow_uuid"])
             r["published_at_epoch_ms"] = now
             r["publish_count"] += 1
-            bells.append(Doorbell(r["workflow_uuid"], r["queue_name"]))
+            bells.append(_doorbell(r))
         return bells
 
     @_statement
@@ -727,6 +762,26 @@ class MemorySession:
         if self.in_transaction:
             self.store._advisory[key] = self  # until the end of this transaction
         return True  # outside a transaction the lock ends with the statement
+
+    # ---- scheduler ---------------------------------------------------------------------------
+
+    @_statement
+    def last_schedule_tick(self, schedule_name: str) -> int | None:
+        return max((ms for (name, ms) in self._s.schedule_ticks if name == schedule_name), default=None)
+
+    @_statement
+    def insert_schedule_tick(self, schedule_name: str, tick_ms: int, workflow_id: str, now: int) -> bool:
+        key = (schedule_name, tick_ms)
+        if key in self._s.schedule_ticks:
+            return False  # ON CONFLICT (schedule_name, tick_epoch_ms) DO NOTHING
+        self._lock_row(f"schedule_ticks:{schedule_name}:{tick_ms}")  # the new key, until our commit
+        self._s.schedule_ticks[key] = {
+            "schedule_name": schedule_name,
+            "tick_epoch_ms": tick_ms,
+            "workflow_uuid": workflow_id,
+            "created_at_epoch_ms": now,
+        }
+        return True
 
 
 class MemoryTimerListener:
@@ -880,6 +935,15 @@ class MemoryStore:
         with self._lock:
             return [dict(a) for (wid, _, _), a in sorted(self._state.attempts.items()) if wid == workflow_id]
 
+    def schedule_ticks(self, schedule_name: str) -> list[Row]:
+        """dbos.schedule_ticks of a schedule, oldest tick first."""
+        with self._lock:
+            return [
+                dict(t)
+                for (name, _), t in sorted(self._state.schedule_ticks.items())
+                if name == schedule_name
+            ]
+
     def messages(self, destination: str) -> list[Row]:
         """notifications of a destination, in seq order."""
         with self._lock:
@@ -907,8 +971,12 @@ class MemoryDispatcher:
         self.failed: list[tuple[str, str]] = []
         self.during_transaction: list[tuple[str, str]] = []
         self.queue: deque[tuple[str, str]] = deque()
+        self.labels: dict[str, tuple[str | None, str | None]] = {}  # the last (name, partition key) rung
 
-    def publish(self, workflow_id: str, queue: str) -> None:
+    def publish(
+        self, workflow_id: str, queue: str, *, name: str | None = None, partition_key: str | None = None
+    ) -> None:
+        self.labels[workflow_id] = (name, partition_key)
         if self.store is not None and self.store.in_transaction():
             self.during_transaction.append((workflow_id, queue))
         if self.fail:
@@ -952,10 +1020,18 @@ class Fake(NamedTuple):
     store: MemoryStore
     dispatcher: MemoryDispatcher
 
-    def reconciler(self) -> Reconciler:
-        """The standard passes (timers, dead leases, stale rows, timeouts) on this fake."""
+    def reconciler(self, schedules: Sequence[Schedule] = ()) -> Reconciler:
+        """The standard passes (timers, dead leases, stale rows, timeouts; the scheduler when
+        `schedules` are given) on this fake."""
         e = self.engine
-        return Reconciler.standard(e.settings, self.store, e.publisher, cancel=self.client.cancel)
+        return Reconciler.standard(
+            e.settings,
+            self.store,
+            e.publisher,
+            cancel=self.client.cancel,
+            start=self.client.start_txn,
+            schedules=schedules,
+        )
 
 
 def make_engine(

@@ -269,3 +269,13 @@ def slow_flaky(succeed_on: int) -> int:
 @wf.workflow(name="t.slow_retrying", queue="intentQ")
 def slow_retrying(succeed_on: int) -> int:
     return int(slow_flaky(succeed_on))
+
+
+@wf.workflow(name="t.fan_out_slow", queue="intentQ")
+def fan_out_slow(n: int, sleep_s: float) -> list[str]:
+    """Fans out `n` sleepy children, records one step, then reads each child's result: a fork at that
+    step (functionId n, counted from 0) shares the children while they still run."""
+    me = wf.current_workflow_id()
+    ids = [wf.start_child(sleepy_child, sleep_s, workflow_id=f"{me}-c{i}") for i in range(n)]
+    tx_effect("fanned-out")
+    return [f"{cid}:{wf.get_result(cid)}" for cid in ids]

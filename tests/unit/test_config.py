@@ -93,3 +93,16 @@ def test_an_unarmed_fault_point_returns_and_an_unknown_one_is_refused(
     monkeypatch.setenv("KODO_FAULTS", "no.such.point")
     with pytest.raises(ValueError, match=r"unknown fault point 'no\.such\.point'"):
         faults.reached(faults.STEP_STARTED, "x")
+
+
+def test_schedule_tick_interval() -> None:
+    assert Settings.from_env({}).schedule_tick_ms == 30_000
+    assert Settings.from_env({"KODO_SCHEDULE_TICK_MS": "0"}).schedule_tick_ms == 0  # off
+    assert Settings.from_env({"KODO_SCHEDULE_TICK_MS": "1000"}).schedule_tick_ms == 1000
+    for raw, message in [
+        ("500", r"invalid integer env value: 500 \(KODO_SCHEDULE_TICK_MS must be 0 \(off\) or >= 1000\)"),
+        ("-1", "invalid integer env value: -1"),
+        ("30s", "invalid integer env value: 30s"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env({"KODO_SCHEDULE_TICK_MS": raw})

@@ -168,7 +168,9 @@ def test_messages_are_taken_in_seq_order_per_topic(store: MemoryStore) -> None:
     assert [m["consumed_by_function_id"] for m in store.messages("w")] == [1, 4, 2]
 
 
-def test_wake_parent_wakes_a_child_wait_or_a_children_wait_after_the_last_child(store: MemoryStore) -> None:
+def test_wake_child_waiters_wakes_a_child_wait_or_a_children_wait_after_the_last_child(
+    store: MemoryStore,
+) -> None:
     with store.session() as s:
         for kid in ("k1", "k2"):
             s.insert_workflow(new(kid, parent="w"), T0)
@@ -176,14 +178,35 @@ def test_wake_parent_wakes_a_child_wait_or_a_children_wait_after_the_last_child(
         assert c is not None
         assert s.park(Fence("w", c.epoch, "e"), Wait(WaitKind.CHILDREN), None, T0)
         s.cancel("k1", T0)
-        assert s.wake_parent("w", "k1", T0) is None  # k2 still runs
+        assert s.wake_child_waiters("w", "k1", T0) == []  # k2 still runs
         s.cancel("k2", T0)
-        assert s.wake_parent("w", "k2", T0) == Doorbell("w", "q")
+        assert s.wake_child_waiters("w", "k2", T0) == [Doorbell("w", "q")]
         c = s.claim("w", "e", V, T0, T0 + 10)
         assert c is not None
         assert s.park(Fence("w", c.epoch, "e"), Wait(WaitKind.CHILD, "k1"), None, T0)
-        assert s.wake_parent("w", "k2", T0) is None  # not the child it waits for
-        assert s.wake_parent("w", "k1", T0) == Doorbell("w", "q")
+        assert s.wake_child_waiters("w", "k2", T0) == []  # not the child it waits for
+        assert s.wake_child_waiters("w", "k1", T0) == [Doorbell("w", "q")]
+
+
+def test_wake_child_waiters_wakes_every_workflow_parked_on_the_child(store: MemoryStore) -> None:
+    """A fork parked on its original's child is woken with the original (and only on that child)."""
+    with store.session() as s:
+        s.insert_workflow(new("k", parent="w"), T0)
+        for wid in ("w", "fork-a", "fork-b", "other"):
+            if wid != "w":
+                s.insert_workflow(new(wid), T0)
+            c = s.claim(wid, "e", V, T0, T0 + 10)
+            assert c is not None
+            key = "k2" if wid == "other" else "k"
+            assert s.park(Fence(wid, c.epoch, "e"), Wait(WaitKind.CHILD, key), None, T0)
+        s.cancel("k", T0)
+        assert s.wake_child_waiters("w", "k", T0) == [
+            Doorbell("fork-a", "q"),
+            Doorbell("fork-b", "q"),
+            Doorbell("w", "q"),
+        ]
+        assert store.row("other")["wait_kind"] == "child"
+        assert s.wake_child_waiters("w", "k", T0) == []  # woken once
 
 
 def test_leases_on_host_matches_like_and_skips_expired_leases(store: MemoryStore) -> None:

@@ -69,6 +69,21 @@ def fan_out(n: int) -> list[dict[str, Any]]:
     return wf.wait_children()
 
 
+@wf.workflow(name="fake.waits.parent_step")
+def parent_step(x: int) -> int:
+    cid = wf.start_child(child, x)
+    effect("between")  # a recorded operation after the start: a fork can start here while cid runs
+    return int(wf.get_result(cid)) * 2
+
+
+@wf.workflow(name="fake.waits.fan_out_step")
+def fan_out_step(n: int) -> list[dict[str, Any]]:
+    for i in range(n):
+        wf.start_child(child, 10 * i)
+    effect("between")
+    return wf.wait_children()
+
+
 @wf.workflow(name="fake.waits.sender")
 def sender(destination: str) -> None:
     wf.send(destination, "from a workflow", "t")
@@ -421,6 +436,89 @@ def test_deliver_runs_a_fan_out_to_completion(fake: Fake) -> None:
     assert [wid for wid, _ in outcomes] == ["fo-2", "fo-2-1", "fo-2-2", "fo-2"]
     assert outcomes[-1][1].kind is OutcomeKind.SUCCESS
     assert [c["output"] for c in output(fake, "fo-2")] == [1, 11]
+
+
+# ---- forks share their original's children -----------------------------------------------------
+
+
+def test_a_fork_before_the_child_ended_waits_for_the_same_child_and_both_are_woken(fake: Fake) -> None:
+    engine, client, store, dispatcher = fake
+    client.start(parent_step, 5, workflow_id="fc-1")
+    assert engine.execute("fc-1").kind is OutcomeKind.PARKED  # on its child fc-1-1
+    # Fork at the step after the start: the start is copied, so the fork shares fc-1-1.
+    fork = client.fork("fc-1", 2, new_workflow_id="fc-1f")
+    assert engine.execute(fork).kind is OutcomeKind.PARKED
+    row = store.row(fork)
+    assert (row["wait_kind"], row["wait_key"]) == ("child", "fc-1-1")
+    assert store.row("fc-1-1")["parent_workflow_id"] == "fc-1"
+
+    assert engine.execute("fc-1-1").kind is OutcomeKind.SUCCESS
+    assert dispatcher.count("fc-1") == 2 and dispatcher.count(fork) == 2  # both woken, once
+    assert store.row(fork)["wait_kind"] is None
+    assert engine.execute("fc-1").kind is OutcomeKind.SUCCESS
+    assert engine.execute(fork).kind is OutcomeKind.SUCCESS
+    assert output(fake, "fc-1") == output(fake, fork) == 12
+    assert RAN[("fc-1-1", "inc")] == 1  # the child ran once
+    assert (RAN[("fc-1", "between")], RAN[(fork, "between")]) == (1, 1)
+    assert sorted(r["workflow_uuid"] for r in store.rows() if r["workflow_uuid"].startswith("fc-1")) == [
+        "fc-1",
+        "fc-1-1",
+        "fc-1f",
+    ]
+
+
+def test_a_fork_after_the_child_ended_reads_its_recorded_result_without_parking(fake: Fake) -> None:
+    engine, client, _, dispatcher = fake
+    client.start(parent_step, 2, workflow_id="fc-2")
+    dispatcher.deliver(engine)
+    assert output(fake, "fc-2") == 6
+    fork = client.fork("fc-2", 2, new_workflow_id="fc-2f")
+    assert engine.execute(fork).kind is OutcomeKind.SUCCESS
+    assert output(fake, fork) == 6
+    assert RAN[("fc-2-1", "inc")] == 1
+
+
+def test_a_fork_of_a_fan_out_waits_for_the_originals_children_one_by_one(fake: Fake) -> None:
+    engine, client, store, dispatcher = fake
+    client.start(fan_out_step, 2, workflow_id="fc-3")
+    assert engine.execute("fc-3").kind is OutcomeKind.PARKED  # on all its children
+    fork = client.fork("fc-3", 3, new_workflow_id="fc-3f")  # copies both starts
+    assert engine.execute(fork).kind is OutcomeKind.PARKED
+    assert (store.row(fork)["wait_kind"], store.row(fork)["wait_key"]) == ("child", "fc-3-1")
+    assert engine.execute("fc-3-1").kind is OutcomeKind.SUCCESS
+    assert engine.execute(fork).kind is OutcomeKind.PARKED  # woken by fc-3-1, now on fc-3-2
+    assert (store.row(fork)["wait_kind"], store.row(fork)["wait_key"]) == ("child", "fc-3-2")
+    assert store.row("fc-3")["wait_kind"] == "children"
+    assert engine.execute("fc-3-2").kind is OutcomeKind.SUCCESS
+    assert dispatcher.count(fork) == 3 and dispatcher.count("fc-3") == 2
+    assert engine.execute(fork).kind is OutcomeKind.SUCCESS
+    assert engine.execute("fc-3").kind is OutcomeKind.SUCCESS
+    assert (
+        output(fake, fork)
+        == output(fake, "fc-3")
+        == [
+            {"workflow_id": "fc-3-1", "status": "SUCCESS", "output": 1, "error": None},
+            {"workflow_id": "fc-3-2", "status": "SUCCESS", "output": 11, "error": None},
+        ]
+    )
+    assert RAN[("fc-3-1", "inc")] == RAN[("fc-3-2", "inc")] == 1
+
+
+def test_a_fork_that_starts_a_child_of_its_own_waits_for_it_and_the_shared_one(fake: Fake) -> None:
+    engine, client, store, _ = fake
+    client.start(fan_out, 2, workflow_id="fc-4")
+    assert engine.execute("fc-4").kind is OutcomeKind.PARKED
+    fork = client.fork("fc-4", 2, new_workflow_id="fc-4f")  # copies the first start only
+    assert engine.execute(fork).kind is OutcomeKind.PARKED
+    assert store.row("fc-4f-2")["parent_workflow_id"] == fork  # its own second child
+    assert (store.row(fork)["wait_kind"], store.row(fork)["wait_key"]) == ("child", "fc-4-1")
+    assert engine.execute("fc-4-1").kind is OutcomeKind.SUCCESS
+    assert engine.execute(fork).kind is OutcomeKind.PARKED  # the shared one ended; its own runs
+    assert store.row(fork)["wait_kind"] == "children"
+    assert engine.execute("fc-4f-2").kind is OutcomeKind.SUCCESS
+    assert store.row(fork)["wait_kind"] is None  # its own child woke it
+    assert engine.execute(fork).kind is OutcomeKind.SUCCESS
+    assert [(c["workflow_id"], c["output"]) for c in output(fake, fork)] == [("fc-4-1", 1), ("fc-4f-2", 11)]
 
 
 def test_engines_share_nothing_but_their_store(clk: FakeClock) -> None:

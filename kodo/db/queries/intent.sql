@@ -82,12 +82,30 @@ SELECT count(*) AS n FROM app.artifacts
 WHERE run_id = %(run_id)s AND step_id = %(step_id)s AND attempt = %(attempt)s
 
 -- name: insert_opencode_call
--- The model-call ledger; op_key makes a replayed call a no-op.
+-- The model-call ledger (committed on its own, before the step's checkpoint). One row per op_key: an
+-- answer is never replaced; the row of a failed call (no structured answer) is, by a later answer.
 INSERT INTO app.opencode_calls (id, run_id, step_id, request, response, session_id, agent, schema_hash,
-                                prompt, structured, duration_ms, op_key)
+                                prompt, structured, raw_response, tool_calls, duration_ms, error, op_key)
 VALUES (%(id)s, %(run_id)s, %(step_id)s, %(request)s, %(response)s, %(session_id)s, %(agent)s,
-        %(schema_hash)s, %(prompt)s, %(structured)s, %(duration_ms)s, %(op_key)s)
-ON CONFLICT (op_key) DO NOTHING
+        %(schema_hash)s, %(prompt)s, %(structured)s, %(raw_response)s, %(tool_calls)s, %(duration_ms)s,
+        %(error)s, %(op_key)s)
+ON CONFLICT (op_key) DO UPDATE SET
+    request = EXCLUDED.request, response = EXCLUDED.response, session_id = EXCLUDED.session_id,
+    structured = EXCLUDED.structured, raw_response = EXCLUDED.raw_response,
+    tool_calls = EXCLUDED.tool_calls, duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
+    created_at = now()
+WHERE app.opencode_calls.structured IS NULL
+
+-- name: get_opencode_answer
+-- The recorded answer of a model call (read before calling: a re-executed step replays it).
+SELECT response FROM app.opencode_calls WHERE op_key = %(op_key)s AND structured IS NOT NULL
+
+-- name: latest_opencode_session
+-- The OpenCode session a run used last (DecideST continues CompileST's session in another process).
+SELECT session_id FROM app.opencode_calls
+WHERE run_id = %(run_id)s AND session_id IS NOT NULL AND session_id NOT LIKE 'replay-%%'
+  AND session_id NOT LIKE 'sess\_%%'
+ORDER BY created_at DESC LIMIT 1
 
 -- name: upsert_receipt
 -- The ExecuteST side-effect receipt. seen_count counts commits of the same decision; it must stay 1.

@@ -10,7 +10,7 @@ RETURNING message_uuid
 UPDATE dbos.workflow_status SET wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
     published_at_epoch_ms = %(now)s, updated_at = %(now)s
 WHERE workflow_uuid = %(destination)s AND status = 'PENDING' AND wait_kind = 'recv' AND wait_key = %(topic)s
-RETURNING workflow_uuid, queue_name
+RETURNING workflow_uuid, queue_name, name, queue_partition_key
 
 -- name: take_message
 -- Consume the oldest unconsumed message on a topic (exactly once: the caller holds its own row lock).

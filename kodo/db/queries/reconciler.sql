@@ -9,7 +9,7 @@ WHERE workflow_uuid IN (
       AND application_version = %(app_version)s
     ORDER BY wake_at_epoch_ms LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
-RETURNING workflow_uuid, queue_name
+RETURNING workflow_uuid, queue_name, name, queue_partition_key
 
 -- name: next_wake_at
 -- The earliest pending timer of this version (the timer loop sleeps until then).
@@ -31,7 +31,7 @@ WHERE workflow_uuid IN (
           < %(now)s - %(republish_after)s::bigint * (1::bigint << least(publish_count, 6))
     ORDER BY created_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
-RETURNING workflow_uuid, queue_name
+RETURNING workflow_uuid, queue_name, name, queue_partition_key
 
 -- name: leases_on_host
 -- Live leases held by executors on this host (their pid can be checked for liveness). A lease

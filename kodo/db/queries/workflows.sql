@@ -113,17 +113,34 @@ WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor
   AND status = 'PENDING'
 RETURNING parent_workflow_id
 
--- name: wake_parent
--- After a child finished: wake the parent if it waits for this child, or for all children and none
--- is left running. The caller holds the parent's row lock (lock_workflow) from before the child's write.
-UPDATE dbos.workflow_status p SET wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
+-- name: lock_child_waiters
+-- Before a child's terminal write: lock the rows its end may wake, in id order (rows are locked
+-- after the sort): its parent's, and every row parked on this child (a fork shares its original's
+-- children). Uses workflow_status_child_waits (0007).
+SELECT workflow_uuid FROM dbos.workflow_status
+WHERE workflow_uuid = %(parent)s OR (wait_kind = 'child' AND wait_key = %(child)s)
+ORDER BY workflow_uuid COLLATE "C"
+FOR NO KEY UPDATE
+
+-- name: wake_child_waiters
+-- After a child finished: wake every workflow parked on this child (its parent, or a fork sharing
+-- it), and the parent if it waits for all children and none is left running. The caller locked
+-- them (lock_child_waiters) from before the child's write.
+UPDATE dbos.workflow_status w SET wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
     published_at_epoch_ms = %(now)s, updated_at = %(now)s
-WHERE p.workflow_uuid = %(parent)s AND p.status = 'PENDING'
-  AND ((p.wait_kind = 'child' AND p.wait_key = %(child)s)
-       OR (p.wait_kind = 'children' AND NOT EXISTS (
+WHERE w.status = 'PENDING'
+  AND ((w.wait_kind = 'child' AND w.wait_key = %(child)s)
+       OR (w.workflow_uuid = %(parent)s AND w.wait_kind = 'children' AND NOT EXISTS (
              SELECT 1 FROM dbos.workflow_status c
-             WHERE c.parent_workflow_id = p.workflow_uuid AND c.status IN ('ENQUEUED', 'PENDING'))))
-RETURNING p.workflow_uuid, p.queue_name
+             WHERE c.parent_workflow_id = w.workflow_uuid AND c.status IN ('ENQUEUED', 'PENDING'))))
+RETURNING w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key
+
+-- name: lock_child
+-- A waiter that is not the child's parent (a fork) reads the child under a share lock: the child's
+-- terminal write then commits either before this read or after the waiter parked.
+SELECT workflow_uuid, status, output, error, parent_workflow_id FROM dbos.workflow_status
+WHERE workflow_uuid = %(workflow_uuid)s
+FOR SHARE
 
 -- name: release_lease
 -- Give up the lease without finishing (cancel observed at a boundary).
@@ -138,9 +155,12 @@ WHERE executor_id = %(executor_id)s
 RETURNING workflow_uuid, lease_epoch
 
 -- name: child_states
--- The children of a parent, for fan-in checks.
-SELECT workflow_uuid, status, output, error FROM dbos.workflow_status
+-- The children of a workflow, for fan-in checks: those it started, and those its recorded
+-- start_child operations name (a fork's copies name its original's children).
+SELECT workflow_uuid, status, output, error, parent_workflow_id FROM dbos.workflow_status
 WHERE parent_workflow_id = %(parent)s
+   OR workflow_uuid IN (SELECT o.child_workflow_id FROM dbos.operation_outputs o
+                        WHERE o.workflow_uuid = %(parent)s AND o.function_name = 'kodo.start_child')
 
 -- name: cancel_workflow
 -- Cancel is a status transition; the runner stops at its next step boundary. The lease stays with
@@ -159,7 +179,7 @@ UPDATE dbos.workflow_status SET
     published_at_epoch_ms = %(now)s, updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s
   AND status IN ('CANCELLED', 'ENQUEUED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
-RETURNING workflow_uuid, queue_name
+RETURNING workflow_uuid, queue_name, name, queue_partition_key
 
 -- name: max_function_id
 -- Highest recorded function id of a workflow (fork bound).
