@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from kodo.errors import ConfigError
@@ -107,6 +108,8 @@ def _oc_base_url(env: Mapping[str, str]) -> str:
     return _http_url(env, "OC_BASE_URL") or f"http://127.0.0.1:{port}"
 
 
+# The replay compiler's recorded answers ship with the package (record mode writes here too).
+DEFAULT_OC_FIXTURE_DIR = str(Path(__file__).resolve().parent / "intent" / "fixtures" / "oc")
 SCHEDULE_TICK_MIN_MS = 1000
 
 
@@ -247,7 +250,7 @@ class Settings:
     oc_timeout_ms: int = 300_000
     oc_strict_mode: bool = False
     oc_health_retries: int = 40
-    oc_fixture_dir: str = "fixtures/oc"
+    oc_fixture_dir: str = DEFAULT_OC_FIXTURE_DIR
     test_seed: int = 424242
     sbx_mode: str = "mock"
     sbx_provider: str = "e2b"
@@ -303,7 +306,7 @@ class Settings:
             oc_timeout_ms=env_int(e, "OC_TIMEOUT_MS", 300_000, minimum=1),
             oc_strict_mode=env_bool(e, "OC_STRICT_MODE", False),
             oc_health_retries=env_int(e, "OC_HEALTH_RETRIES", 40, minimum=1),
-            oc_fixture_dir=env_str(e, "OC_FIXTURE_DIR", "fixtures/oc"),
+            oc_fixture_dir=env_str(e, "OC_FIXTURE_DIR", DEFAULT_OC_FIXTURE_DIR),
             test_seed=env_int(e, "TEST_SEED", 424242),
             sbx_mode=env_choice(e, "SBX_MODE", "mock", ("mock", "live")),
             sbx_provider=env_choice(e, "SBX_PROVIDER", "e2b", ("e2b", "microsandbox", "local")),
