@@ -195,24 +195,6 @@ def test_fail_me_ends_retries_exceeded_and_a_repair_reruns_execute(
     )
 
 
-def test_infra_failure_retries_three_times_with_backoff_then_fails(
-    rt: Runtime, sql: Sql, start_worker: Worker
-) -> None:
-    start_worker()
-    _, run_id = start_run(rt, sql, "infra", constraints=_hooks("INFRA_FAIL"), approved=True)
-    row = wait_run(sql, run_id, "retries_exceeded", timeout=40)
-    assert row["next_action"] == "REPAIR"
-    assert "exceeded its maximum of 3 retries" in row["error"] and "BOOT_FAIL" in row["error"]
-    rows = sql(
-        "SELECT attempt, extract(epoch FROM created_at) AS t FROM app.sbx_runs WHERE run_id = %s ORDER BY attempt",
-        (run_id,),
-    )
-    assert [r["attempt"] for r in rows] == [1, 2, 3]
-    gap1, gap2 = float(rows[1]["t"] - rows[0]["t"]), float(rows[2]["t"] - rows[1]["t"])
-    assert gap1 >= 0.8 and gap2 >= 1.8 and gap2 > gap1
-    assert "ExecuteST" not in [s["step_id"] for s in _steps(sql, run_id)]
-
-
 def test_flaky_infra_succeeds_on_the_third_attempt(rt: Runtime, sql: Sql, start_worker: Worker) -> None:
     start_worker()
     _, run_id = start_run(rt, sql, "flaky", constraints=_hooks("FLAKY_INFRA_FAIL"), approved=True)
