@@ -70,7 +70,6 @@ class Claim:
     parent: str | None
     recovery_attempts: int
     recorded: list[Recorded] = field(default_factory=list)
-    attempts: list[Attempt] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,6 @@ class PgSession:
             parent=row["parent_workflow_id"],
             recovery_attempts=int(row["recovery_attempts"]),
             recorded=[Recorded(**r) for r in _json_list(row["recorded"])],
-            attempts=[Attempt(**a) for a in _json_list(row["attempts"])],
         )
 
     def count_noop(self, workflow_id: str, app_version: str) -> NoopReason | None:
@@ -157,6 +156,10 @@ class PgSession:
             },
         )
         return row is not None
+
+    def step_attempts(self, workflow_id: str, function_id: int) -> list[Attempt]:
+        rows = self._all(Q["step_attempts"], {"workflow_uuid": workflow_id, "function_id": function_id})
+        return [Attempt(**r) for r in rows]
 
     def get_step(self, workflow_id: str, function_id: int) -> Recorded | None:
         row = self._one(Q["get_step"], {"workflow_uuid": workflow_id, "function_id": function_id})

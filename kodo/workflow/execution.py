@@ -28,7 +28,7 @@ from kodo.errors import (
     Preempted,
     StepRetriesExceededError,
 )
-from kodo.records import Attempt, Checkpoint, Claim, Fence, Recorded, Row
+from kodo.records import Checkpoint, Claim, Fence, Recorded, Row
 from kodo.states import TERMINAL, OpKind, OutcomeKind, Transition, Wait, WaitKind, WorkflowStatus
 from kodo.workflow import context, serde, transitions
 from kodo.workflow.operations import Op
@@ -68,9 +68,6 @@ class Execution:
         self.parent = claim.parent
         self.inputs = claim.inputs
         self.recorded = {r.function_id: r for r in claim.recorded}
-        self.attempts: dict[int, list[Attempt]] = {}
-        for a in claim.attempts:
-            self.attempts.setdefault(a.function_id, []).append(a)
         self._next_id = 0
         self.step_attempt = 0
         # The status this run last read from its own row (the claim just set PENDING). Every
@@ -256,7 +253,8 @@ class Execution:
     ) -> Any:
         def body(op: Op) -> Any:
             fid = op.function_id
-            failed = self.attempts.get(fid, [])
+            # A retrying step's failed attempts (recorded before each backoff): numbering goes on.
+            failed = self.session.step_attempts(self.workflow_id, fid) if retry is not None else []
             attempt = len(failed) + 1
             now = clock.now_ms()
             if failed and retry is not None:

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from kodo.records import (
+    Attempt,
     Boundary,
     Checkpoint,
     Claim,
@@ -62,6 +63,9 @@ class Session(Protocol):
         self, fence: Fence, attempt: int, function_id: int, error: str, started_at: int, now: int
     ) -> bool:
         """Record a failed attempt of a retrying step (fenced); False if the fence failed."""
+
+    def step_attempts(self, workflow_id: str, function_id: int) -> list[Attempt]:
+        """The failed attempts recorded for a retrying step, in order."""
 
     def get_step(self, workflow_id: str, function_id: int) -> Recorded | None: ...
 

@@ -285,11 +285,6 @@ class MemorySession:
             for (wid, _), o in sorted(self._s.outputs.items())
             if wid == workflow_id
         ]
-        attempts = [
-            Attempt(a["function_id"], a["attempt"], a["started_at_epoch_ms"], a["completed_at_epoch_ms"])
-            for (wid, _, _), a in sorted(self._s.attempts.items())
-            if wid == workflow_id
-        ]
         return Claim(
             workflow_id=workflow_id,
             status=WorkflowStatus(row["status"]),
@@ -299,7 +294,6 @@ class MemorySession:
             parent=row["parent_workflow_id"],
             recovery_attempts=row["recovery_attempts"],
             recorded=recorded,
-            attempts=attempts,
         )
 
     @_statement
@@ -374,6 +368,14 @@ class MemorySession:
             "completed_at_epoch_ms": now,
         }
         return True
+
+    @_statement
+    def step_attempts(self, workflow_id: str, function_id: int) -> list[Attempt]:
+        return [
+            Attempt(a["function_id"], a["attempt"], a["started_at_epoch_ms"], a["completed_at_epoch_ms"])
+            for (wid, fid, _), a in sorted(self._s.attempts.items())
+            if wid == workflow_id and fid == function_id
+        ]
 
     @_statement
     def get_step(self, workflow_id: str, function_id: int) -> Recorded | None:

@@ -33,3 +33,10 @@ INSERT INTO dbos.step_attempts (workflow_uuid, function_id, attempt, error, star
 SELECT %(workflow_uuid)s, %(function_id)s, %(attempt)s, %(error)s, %(started_at)s, %(now)s FROM fenced
 ON CONFLICT (workflow_uuid, function_id, attempt) DO NOTHING
 RETURNING 1 AS ok
+
+-- name: step_attempts
+-- The failed attempts of a retrying step (read when the step runs, not at every claim: the claim
+-- stays one cheap statement for the workflows that never retry).
+SELECT function_id, attempt, started_at_epoch_ms AS started_at, completed_at_epoch_ms AS completed_at
+FROM dbos.step_attempts WHERE workflow_uuid = %(workflow_uuid)s AND function_id = %(function_id)s
+ORDER BY attempt

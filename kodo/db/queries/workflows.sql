@@ -55,13 +55,7 @@ SELECT c.*,
                    'function_id', o.function_id, 'function_name', o.function_name,
                    'output', o.output, 'error', o.error, 'child_workflow_id', o.child_workflow_id)),
                 '[]'::json)
-        FROM dbos.operation_outputs o WHERE o.workflow_uuid = c.workflow_uuid) AS recorded,
-       (SELECT coalesce(json_agg(json_build_object(
-                   'function_id', a.function_id, 'attempt', a.attempt,
-                   'started_at', a.started_at_epoch_ms, 'completed_at', a.completed_at_epoch_ms)
-                   ORDER BY a.function_id, a.attempt),
-                '[]'::json)
-        FROM dbos.step_attempts a WHERE a.workflow_uuid = c.workflow_uuid) AS attempts
+        FROM dbos.operation_outputs o WHERE o.workflow_uuid = c.workflow_uuid) AS recorded
 FROM claimed c
 
 -- name: count_noop_delivery
