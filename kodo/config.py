@@ -225,6 +225,9 @@ def observability_from_env(env: Mapping[str, str] | None = None) -> Observabilit
     )
 
 
+DEFAULT_MAX_BODY_BYTES = 1_048_576  # 1 MiB
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob kodo reads, resolved once. Build with `Settings.from_env()`."""
@@ -272,6 +275,8 @@ class Settings:
     random_seed: int | None = None
     # The scheduled tick (ScheduledOpsWorkflow.tick) every this many ms; 0 turns it off.
     schedule_tick_ms: int = 30_000
+    # The largest request body the API reads (KODO_MAX_BODY_BYTES); a larger one is a 413.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # Extra modules whose import registers workflows (the defaults are kodo.runtime's).
     workflow_modules: tuple[str, ...] = ()
     # Tracing, metrics and Flower (kodo.telemetry, workers.flower).
@@ -296,6 +301,7 @@ class Settings:
             reconcile_interval_ms=env_int(e, "KODO_RECONCILE_MS", 500, minimum=20),
             republish_after_ms=env_int(e, "KODO_REPUBLISH_AFTER_MS", 10000, minimum=100),
             db_pool_max=env_int(e, "KODO_DB_POOL_MAX", 10, minimum=1),
+            max_body_bytes=env_int(e, "KODO_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
             embedded_reconciler=env_bool(e, "KODO_EMBEDDED_RECONCILER", True),
             wf_sleep_ms=env_int(e, "WF_SLEEP_MS", 5000, minimum=0),
             boundary_fresh_ms=env_int(e, "KODO_BOUNDARY_FRESH_MS", 100, minimum=0),

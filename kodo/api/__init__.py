@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 
 from kodo import telemetry
 from kodo.api import artifacts, demo, errors, health, intents, openapi, ops, runs, time
+from kodo.api.schemas import check_params
 from kodo.config import Settings
 from kodo.intent.service import IntentService
 from kodo.runtime import Runtime
@@ -23,9 +24,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.url_map.merge_slashes = False
     rt = runtime or Runtime.build(settings)
+    # A larger body is a 413 JSON error before any route reads it (kodo.api.errors).
+    app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_body_bytes
     app.extensions[RUNTIME_KEY] = rt
     app.extensions[intents.SERVICE_KEY] = IntentService(rt)
     errors.register(app)
+
+    @app.before_request
+    def _check_params() -> None:
+        # Every path id and query value, once for all routes: no NUL / lone surrogate reaches SQL.
+        check_params(request.view_args, dict(request.args.lists()))
+
     telemetry.instrument_flask(app, rt.settings)  # request spans, when tracing is configured
     for module in (health, demo, intents, runs, artifacts, ops, time, openapi):
         app.register_blueprint(module.bp)

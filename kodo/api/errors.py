@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 
 INTERNAL_ERROR: dict[str, Any] = {"error": "internal error"}
 
+# The server's own refusals, with stable messages (werkzeug's descriptions are prose that may change).
+HTTP_ERRORS: dict[int, str] = {
+    413: "request body too large",
+    414: "request uri too long",
+    431: "request header fields too large",
+}
+
 
 def json_response(body: Any, status: int = 200) -> Response:
     resp = jsonify(body)
@@ -71,6 +78,8 @@ def register(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> Response:
         if exc.code in (404, 405):
             return json_response({"error": "not found"}, 404)
+        if exc.code in HTTP_ERRORS:
+            return json_response({"error": HTTP_ERRORS[exc.code]}, exc.code)
         if exc.code is not None and exc.code < 500:
             return json_response({"error": (exc.description or exc.name).lower()}, exc.code)
         return json_response(INTERNAL_ERROR, 500)

@@ -12,8 +12,8 @@ from flask import Blueprint, Response, request
 
 from kodo.api.errors import json_response
 from kodo.api.intents import service
-from kodo.api.schemas import parse_json_body, validate
-from kodo.errors import NotFoundError, ValidationError
+from kodo.api.schemas import check_text, parse_json_body, validate
+from kodo.errors import NotFoundError, RunStateError, ValidationError
 from kodo.intent import projections
 from kodo.intent.requests import PlanApprovalRequest, RunEvent, RunRequest
 from kodo.intent.service import check_accepts_event, check_retryable
@@ -71,6 +71,15 @@ def retry(run_id: str) -> Response:
     # The body is ignored.
     run = service().get_run(run_id)
     check_retryable(run)
+    try:
+        service().client.get(run["workflow_id"])
+    except NotFoundError:
+        # A start whose enqueue failed (contract-api §1.5 exception 1) left a `failed` run with no
+        # workflow: there is nothing to repair, and a repair would fail on its missing workflow.
+        raise RunStateError(
+            f"cannot retry run in status {run['status']}: its workflow was never enqueued",
+            run_status=run["status"],
+        ) from None
     from_step = service().retry(run)
     return json_response({"accepted": True, "newRunId": run["id"], "fromStep": from_step}, 202)
 
@@ -83,6 +92,7 @@ def start_api() -> Response:
     body = parse_json_body(request.get_data(), empty_as_object=False)
     if not isinstance(body, dict):
         raise ValidationError("invalid json payload")
+    check_text(body, "RunRequest")  # intentId included: it is looked up before the schema runs
     fields = dict(body)
     intent_id = fields.pop("intentId", None)
     if not isinstance(intent_id, str) or intent_id == "":

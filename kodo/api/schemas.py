@@ -10,6 +10,8 @@ The models live in the intent layer (`kodo.intent.requests`); this module is the
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -17,8 +19,12 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from kodo.errors import SchemaError, ValidationError
+from kodo.intent.requests import BAD_TEXT_MESSAGE, BAD_TEXT_TYPE, find_bad_text
 
-__all__ = ["parse_json_body", "validate"]
+__all__ = ["INVALID_PARAM", "check_params", "check_text", "parse_json_body", "validate"]
+
+_BAD_CHAR = re.compile("[\\x00\\ud800-\\udfff]")
+INVALID_PARAM = "invalid request parameter: " + BAD_TEXT_MESSAGE
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -37,7 +43,7 @@ def parse_json_body(raw: bytes, *, empty_as_object: bool = True) -> object:
         return {}
     try:
         text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValidationError("invalid json") from exc
 
@@ -47,11 +53,33 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"invalid JSON constant: {name}")
 
 
+def _finite_float(text: str) -> float:
+    # `1e999` would be inf (stored as `Infinity`): a number JSON text cannot carry back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def check_params(*mappings: Mapping[str, Any] | None) -> None:
+    """Path ids and query values hold no NUL or lone surrogate (Postgres refuses NUL): 400 otherwise.
+
+    Run once per request (a `before_request` hook), so no route reaches the database with one.
+    """
+    for mapping in mappings:
+        if mapping and find_bad_text(dict(mapping)) is not None:
+            raise ValidationError(INVALID_PARAM)
+
+
 # --- validation (§1.3, §1.4) -------------------------------------------------------------------
 
 
 def validate(model: type[T], data: object, schema_name: str) -> T:
-    """Validate parsed JSON against `model`, or raise the contract's V error (a SchemaError)."""
+    """Validate parsed JSON against `model`, or raise the contract's V error (a SchemaError).
+
+    Any string (value or key) holding NUL or a lone surrogate fails first, whatever the model.
+    """
+    check_text(data, schema_name)
     try:
         return model.model_validate(data, strict=True)
     except PydanticValidationError as exc:
@@ -90,6 +118,19 @@ def _schema_path(parts: Sequence[str | int]) -> str:
     for p in parts:
         segs.append("items" if isinstance(p, int) else f"properties/{p}")
     return "/".join(segs)
+
+
+def check_text(data: object, schema_name: str) -> None:
+    """The V error for the first string (value or key) in `data` holding NUL or a lone surrogate."""
+    bad = find_bad_text(data)
+    if bad is not None:
+        # A bad object key is part of the path: shown escaped (`\u0000`), never echoed raw.
+        loc = [
+            _BAD_CHAR.sub(lambda m: f"\\u{ord(m.group()):04x}", p) if isinstance(p, str) else p for p in bad
+        ]
+        detail = _detail(loc, BAD_TEXT_TYPE, {}, BAD_TEXT_MESSAGE)
+        path = _data_path(detail["instancePath"])
+        raise SchemaError(f"invalid {schema_name}: {path} {BAD_TEXT_MESSAGE}", details=[detail])
 
 
 def _to_detail(err: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,17 +5,33 @@ The pydantic models are the single source of truth: the API validates bodies aga
 and the queue policy take them as typed commands, and `/openapi.json` documents them. Every object
 forbids unknown keys, every optional field is nullable, and integers are strict (`1.5` and `true`
 are rejected). Must not import flask.
+
+Input limits (README "Request limits"): no string anywhere in a body (object keys included) may hold
+NUL (Postgres refuses it) or an unpaired surrogate (not text); strings the contract leaves open are
+bounded (`MAX_GOAL_CHARS`, `MAX_ID_CHARS`, ...); integers that reach integer columns stay within
+Postgres `integer`; `timeoutMS` is 1..`MAX_TIMEOUT_MS`. `find_bad_text` is the one check, used by
+these models and by `kodo.api.schemas.validate` for every model it is given.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from kodo.queues import QueueName
 
 __all__ = [
+    "BAD_TEXT_MESSAGE",
+    "BAD_TEXT_TYPE",
+    "INT32_MAX",
+    "INT32_MIN",
+    "MAX_GOAL_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_NOTES_CHARS",
+    "MAX_TIMEOUT_MS",
     "Intent",
     "NonEmptyStr",
     "PlanApprovalRequest",
@@ -23,10 +39,63 @@ __all__ = [
     "RunEvent",
     "RunRequest",
     "Workload",
+    "find_bad_text",
 ]
 
-NonEmptyStr = Annotated[str, Field(min_length=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+# ---- limits (documented in the README, "Request limits") ----------------------------------------
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1  # Postgres `integer`
+MAX_GOAL_CHARS = 65_536
+MAX_ID_CHARS = 256  # ids, keys and names: traceId, tenantId, taskKey, queuePartitionKey, event type, ...
+MAX_NOTES_CHARS = 8_192
+MAX_CONNECTORS = 64
+MAX_TIMEOUT_MS = INT32_MAX  # about 24.8 days
+
+BAD_TEXT_TYPE = "string_characters"
+BAD_TEXT_MESSAGE = "must not contain NUL or unpaired surrogate characters"
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def find_bad_text(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """The path of the first string (value or object key) holding NUL or a lone surrogate, or None.
+
+    Parsed JSON only ever holds lone surrogates (a pair is decoded to one character), so any
+    surrogate code point in a Python str is an unpaired one.
+    """
+    if isinstance(value, str):
+        return path if _BAD_TEXT.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and _BAD_TEXT.search(key):
+                return (*path, key)
+            found = find_bad_text(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = find_bad_text(item, (*path, i))
+            if found is not None:
+                return found
+    return None
+
+
+def _clean(value: Any) -> Any:
+    if find_bad_text(value) is not None:
+        raise PydanticCustomError(BAD_TEXT_TYPE, BAD_TEXT_MESSAGE)
+    return value
+
+
+_CLEAN = AfterValidator(_clean)
+NonEmptyStr = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), _CLEAN]
+IdStr = Annotated[str, Field(max_length=MAX_ID_CHARS), _CLEAN]
+GoalStr = Annotated[str, Field(min_length=1, max_length=MAX_GOAL_CHARS), _CLEAN]
+EventType = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"\S"), _CLEAN]  # non-blank
+NotesStr = Annotated[str, Field(max_length=MAX_NOTES_CHARS), _CLEAN]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_clean)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+TimeoutMs = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MS)]
 
 
 class Intent(BaseModel):
@@ -34,10 +103,10 @@ class Intent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="Intent")
 
-    goal: NonEmptyStr
-    inputs: dict[str, Any]
-    constraints: dict[str, Any]
-    connectors: list[str] | None = None
+    goal: GoalStr
+    inputs: JsonObject
+    constraints: JsonObject
+    connectors: Annotated[list[IdStr], Field(max_length=MAX_CONNECTORS)] | None = None
 
 
 class Workload(BaseModel):
@@ -55,13 +124,13 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="RunRequest")
 
-    trace_id: str | None = Field(default=None, alias="traceId")
+    trace_id: IdStr | None = Field(default=None, alias="traceId")
     queue_name: QueueName | None = Field(default=None, alias="queueName")
-    priority: int | None = None
-    deduplication_id: str | None = Field(default=None, alias="deduplicationID")
-    timeout_ms: int | None = Field(default=None, alias="timeoutMS")
-    recipe_name: str | None = Field(default=None, alias="recipeName")
-    recipe_version: int | None = Field(default=None, alias="recipeVersion")
+    priority: Int32 | None = None
+    deduplication_id: IdStr | None = Field(default=None, alias="deduplicationID")
+    timeout_ms: TimeoutMs | None = Field(default=None, alias="timeoutMS")
+    recipe_name: IdStr | None = Field(default=None, alias="recipeName")
+    recipe_version: int | None = Field(default=None, alias="recipeVersion")  # a lookup key only
     workload: Workload | None = None
     tenant_id: NonEmptyStr | None = Field(default=None, alias="tenantId")
     task_key: NonEmptyStr | None = Field(default=None, alias="taskKey")
@@ -73,8 +142,8 @@ class RunEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="RunEvent")
 
-    type: str
-    payload: dict[str, Any]
+    type: EventType
+    payload: JsonObject
 
 
 class PlanApprovalRequest(BaseModel):
@@ -83,4 +152,4 @@ class PlanApprovalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, title="PlanApprovalRequest")
 
     approved_by: NonEmptyStr = Field(alias="approvedBy")
-    notes: str | None = None
+    notes: NotesStr | None = None

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 from kodo.api.errors import to_http
 from kodo.api.schemas import parse_json_body, validate
@@ -27,7 +28,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
 MINIMAL: dict[str, dict[str, Any]] = {
     "Intent": {"goal": "g", "inputs": {}, "constraints": {}},
     "RunRequest": {},
-    "RunEvent": {"type": "", "payload": {}},
+    "RunEvent": {"type": "t", "payload": {}},  # a blank type is refused (issue 8)
     "PlanApprovalRequest": {"approvedBy": "a"},
 }
 
@@ -301,3 +302,102 @@ def test_json_schema_is_strict(name: str) -> None:
     assert schema["additionalProperties"] is False
     assert schema["title"] == name
     assert set(schema["properties"]) == set(FULL[name])
+
+
+# ---- input limits (issue 8, "Bad input") -----------------------------------------------------------
+
+BAD_TEXT = "must not contain NUL or unpaired surrogate characters"
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "\ud800", "x\udc00"])
+@pytest.mark.parametrize(
+    ("name", "body", "path"),
+    [
+        ("Intent", {"goal": "{bad}", "inputs": {}, "constraints": {}}, "data/goal"),
+        ("Intent", {"goal": "g", "inputs": {"k": ["{bad}"]}, "constraints": {}}, "data/inputs/k/0"),
+        (
+            "Intent",
+            {"goal": "g", "inputs": {}, "constraints": {}, "connectors": ["{bad}"]},
+            "data/connectors/0",
+        ),
+        ("RunRequest", {"traceId": "{bad}"}, "data/traceId"),
+        ("RunRequest", {"tenantId": "{bad}"}, "data/tenantId"),
+        ("RunRequest", {"queuePartitionKey": "{bad}"}, "data/queuePartitionKey"),
+        ("RunRequest", {"deduplicationID": "{bad}"}, "data/deduplicationID"),
+        ("RunEvent", {"type": "{bad}", "payload": {}}, "data/type"),
+        ("RunEvent", {"type": "t", "payload": {"p": "{bad}"}}, "data/payload/p"),
+        ("PlanApprovalRequest", {"approvedBy": "{bad}"}, "data/approvedBy"),
+        ("PlanApprovalRequest", {"approvedBy": "a", "notes": "{bad}"}, "data/notes"),
+    ],
+)
+def test_nul_and_lone_surrogates_are_rejected(name: str, body: dict[str, Any], path: str, bad: str) -> None:
+    data = json.loads(json.dumps(body).replace("{bad}", json.dumps(bad)[1:-1]))
+    err = _reject(name, data)
+    assert err.body["error"] == f"invalid {name}: {path} {BAD_TEXT}"
+    # The models refuse them on their own too (not only through `validate`).
+    with pytest.raises(PydanticValidationError):
+        SCHEMAS[name].model_validate(data, strict=True)
+
+
+def test_a_bad_object_key_is_shown_escaped() -> None:
+    err = _reject("Intent", {"goal": "g", "inputs": {"a\x00": 1}, "constraints": {}})
+    assert err.body["error"] == f"invalid Intent: data/inputs/a\\u0000 {BAD_TEXT}"
+    json.dumps(err.body).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "message"),
+    [
+        ({"priority": 2**40}, "data/priority", "must be <= 2147483647"),
+        ({"priority": -(2**31) - 1}, "data/priority", "must be >= -2147483648"),
+        ({"timeoutMS": 10**30}, "data/timeoutMS", "must be <= 2147483647"),
+        ({"timeoutMS": -5}, "data/timeoutMS", "must be >= 1"),
+        ({"timeoutMS": 0}, "data/timeoutMS", "must be >= 1"),
+        ({"workload": {"concurrency": 2**31, "steps": 0, "sandboxMinutes": 0}}, "data/workload/concurrency",
+         "must be <= 2147483647"),
+        ({"traceId": "x" * 257}, "data/traceId", "must NOT have more than 256 characters"),
+        ({"queuePartitionKey": "x" * 257}, "data/queuePartitionKey", "must NOT have more than 256 characters"),
+    ],
+)  # fmt: skip
+def test_run_request_bounds(body: dict[str, Any], path: str, message: str) -> None:
+    assert _reject("RunRequest", body).body["error"] == f"invalid RunRequest: {path} {message}"
+
+
+def test_run_request_bounds_are_inclusive() -> None:
+    req = validate(
+        RunRequest, {"priority": -(2**31), "timeoutMS": 2**31 - 1, "traceId": "t" * 256}, "RunRequest"
+    )
+    assert (req.priority, req.timeout_ms) == (-(2**31), 2**31 - 1)
+
+
+@pytest.mark.parametrize("event_type", ["", " ", "\n\t"])
+def test_event_type_must_not_be_blank(event_type: str) -> None:
+    assert (
+        _reject("RunEvent", {"type": event_type, "payload": {}})
+        .body["error"]
+        .startswith("invalid RunEvent: data/type must")
+    )
+
+
+def test_goal_length_limit() -> None:
+    assert validate(Intent, {"goal": "g" * 65_536, "inputs": {}, "constraints": {}}, "Intent")
+    err = _reject("Intent", {"goal": "g" * 65_537, "inputs": {}, "constraints": {}})
+    assert err.body["error"] == "invalid Intent: data/goal must NOT have more than 65536 characters"
+
+
+@pytest.mark.parametrize(
+    "raw", [b"1e999", b'{"a":-1e999}', b'{"a":[1E400]}', b"Infinity", b"-Infinity", b"NaN"]
+)
+def test_non_finite_numbers_are_invalid_json(raw: bytes) -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_json_body(raw)
+    assert _http(info.value) == (400, {"error": "invalid json"})
+
+
+def test_the_bounds_are_in_the_json_schema() -> None:
+    props = RunRequest.model_json_schema(by_alias=True)["properties"]
+    assert props["priority"]["anyOf"][0] == {"maximum": 2**31 - 1, "minimum": -(2**31), "type": "integer"}
+    assert props["timeoutMS"]["anyOf"][0] == {"maximum": 2**31 - 1, "minimum": 1, "type": "integer"}
+    assert props["traceId"]["anyOf"][0]["maxLength"] == 256
+    event = RunEvent.model_json_schema()["properties"]["type"]
+    assert (event["minLength"], event["maxLength"], event["pattern"]) == (1, 256, r"\S")
