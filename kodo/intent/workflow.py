@@ -4,6 +4,9 @@ run(intent id) on intentQ:  load -> CompileST -> [ask gate] -> ApplyPatchST -> p
                             -> ExecuteST (one child task per test on sbxQ) -> succeeded
 repair(run id, n) on controlQ: reuse the recorded product steps before `fromStep`, re-execute the
                             rest with new attempt numbers.
+An ops fork of either (a new workflow id, the same arguments, the operations before stepN copied)
+re-executes the steps after its copied prefix the same way: each re-executed product step takes the
+attempt after the recorded ones, its sandbox tasks are new children, and its receipt its own key.
 
 Every product write happens in a @transaction step, so it commits with that step's checkpoint: a
 redelivery after a kill replays the recorded outputs and writes nothing twice. Gates wait with
@@ -17,6 +20,7 @@ import contextlib
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,6 +119,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _next_attempt(c: Conn, ctx: dict[str, Any], step_id: str) -> int:
+    """The attempt of a product step that runs now: 1 at first, after the recorded ones when a repair
+    or a fork runs it again. Read in the step's own transaction, which records the step with it."""
+    row = c.execute(Q["next_run_step_attempt"], {"run_id": ctx["runId"], "step_id": step_id}).fetchone()
+    return int(row["n"]) if row else 1
+
+
 def _record_step(
     c: Conn, ctx: dict[str, Any], step_id: str, output: dict[str, Any], attempt: int, started: datetime
 ) -> dict[str, Any]:
@@ -171,8 +182,9 @@ def begin_run(c: Conn, workflow_id: str) -> dict[str, Any]:
 
 
 @wf.transaction("CompileST")
-def compile_step(c: Conn, ctx: dict[str, Any], attempt: int) -> dict[str, Any]:
+def compile_step(c: Conn, ctx: dict[str, Any]) -> dict[str, Any]:
     started = _now()
+    attempt = _next_attempt(c, ctx, "CompileST")
     plan = planner.plan(context.settings(), ctx, attempt)  # the model call, ledgered on its own
     artifacts.put(
         c,
@@ -187,16 +199,18 @@ def compile_step(c: Conn, ctx: dict[str, Any], attempt: int) -> dict[str, Any]:
 
 
 @wf.transaction("ApplyPatchST")
-def apply_patch_step(c: Conn, ctx: dict[str, Any], plan: dict[str, Any], attempt: int) -> dict[str, Any]:
+def apply_patch_step(c: Conn, ctx: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     started = _now()
+    attempt = _next_attempt(c, ctx, "ApplyPatchST")
     patched = {**plan, "patchedAt": started.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
     artifacts.ensure_sentinel(c, ctx["runId"], "ApplyPatchST", attempt)
     return _record_step(c, ctx, "ApplyPatchST", patched, attempt, started)
 
 
 @wf.transaction("DecideST")
-def decide_step(c: Conn, ctx: dict[str, Any], patched: dict[str, Any], attempt: int) -> dict[str, Any]:
+def decide_step(c: Conn, ctx: dict[str, Any], patched: dict[str, Any]) -> dict[str, Any]:
     started = _now()
+    attempt = _next_attempt(c, ctx, "DecideST")
     decision = planner.decide(context.settings(), ctx, patched, attempt)  # ledgered on its own
     for i, patch in enumerate(decision["structured"]["patch"]):
         art = Artifact("patch", f"{patch['path']}.patch", patch, sha256_hex(patch))
@@ -207,13 +221,14 @@ def decide_step(c: Conn, ctx: dict[str, Any], patched: dict[str, Any], attempt: 
 
 @wf.transaction("ExecuteST")
 def execute_step(
-    c: Conn, ctx: dict[str, Any], decision: dict[str, Any], merged: dict[str, Any], repair_no: int
+    c: Conn, ctx: dict[str, Any], decision: dict[str, Any], merged: dict[str, Any], rerun: str
 ) -> dict[str, Any]:
-    """The ExecuteST commit: side-effect receipt plus the step row, written even when a task failed."""
+    """The ExecuteST commit: side-effect receipt plus the step row, written even when a task failed.
+    A repair or a fork commits under its own receipt key (`rerun`), so each execution has one."""
     started = _now()
     attempt = int(merged["raw"]["attempt"])
     payload_hash = sha256_hex(decision)
-    commit = f"{ctx['runId']}:ExecuteST:{payload_hash}" + (f":repair-{repair_no}" if repair_no else "")
+    commit = f"{ctx['runId']}:ExecuteST:{payload_hash}" + (f":{rerun}" if rerun else "")
     row = c.execute(
         Q["upsert_receipt"],
         {
@@ -283,43 +298,55 @@ def plan_gate(ctx: dict[str, Any]) -> None:
 
 # ---- fan-out ----------------------------------------------------------------------------------------
 
+AFTER_RECORDED = -1  # a task's attempt base: number after the attempts recorded for it
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """Which execution of a run this is: the first (""), a repair ("repair-<n>") or an ops fork of
+    either ("fork-<its workflow id>"). It names the re-execution's sandbox children and its receipt."""
+
+    receipt_tag: str
+    child_suffix: str
+    repair: bool
+
+    @property
+    def first(self) -> bool:
+        return not self.receipt_tag
+
+    @staticmethod
+    def of(expected_workflow_id: str, repair_no: int) -> Rerun:
+        """From the workflow running now: a fork runs under another id than its arguments name."""
+        own = wf.current_workflow_id()
+        if own != expected_workflow_id:
+            return Rerun(f"fork-{own}", f"-f{own}", repair_no > 0)
+        if repair_no:
+            return Rerun(f"repair-{repair_no}", f"-r{repair_no}", True)
+        return Rerun("", "", False)
+
 
 @wf.step("IntentWorkflow.buildTasks")
 def build_tasks(ctx: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
     return sandbox.build_tasks(decision, ctx["intentId"], ctx["runId"], context.settings())
 
 
-@wf.step("IntentWorkflow.attemptBases")
-def attempt_bases(ctx: dict[str, Any], tasks: list[dict[str, Any]]) -> list[int]:
-    """Sandbox attempts already recorded per task (a repair numbers its attempts after them)."""
-    bases = []
-    with context.connection() as c:
-        for t in tasks:
-            row = c.execute(
-                Q["max_sbx_attempt"], {"run_id": ctx["runId"], "task_key": t["taskKey"]}
-            ).fetchone()
-            bases.append(int(row["n"]) if row else 0)
-    return bases
-
-
-def execute(ctx: dict[str, Any], decision: dict[str, Any], repair_no: int) -> dict[str, Any]:
+def execute(ctx: dict[str, Any], decision: dict[str, Any], rerun: Rerun) -> dict[str, Any]:
     tasks = build_tasks(ctx, decision)
-    bases = attempt_bases(ctx, tasks) if repair_no else [0] * len(tasks)
     child_ids = []
-    for task, base in zip(tasks, bases, strict=True):
-        child_id = task["taskKey"] + (f"-r{repair_no}" if repair_no else "")
+    for task in tasks:
+        child_id = task["taskKey"] + rerun.child_suffix
         wf.start_child(
             task_workflow,
             task,
             ctx["runId"],
-            base,
+            0 if rerun.first else AFTER_RECORDED,
             workflow_id=child_id,
             queue=SBX_QUEUE,
             partition_key=ctx["queuePartitionKey"],
         )
         child_ids.append(child_id)
     results = [wf.get_result(cid) for cid in child_ids]
-    merged = execute_step(ctx, decision, sandbox.merge(results), repair_no)
+    merged = execute_step(ctx, decision, sandbox.merge(results), rerun.receipt_tag)
     if merged["errCode"] != "NONE":
         raise SbxExecutionFailedError(f"SBX execution failed [{merged['errCode']}]")
     return merged
@@ -402,38 +429,45 @@ def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[s
     return {**response, "attempt": attempt}
 
 
+@wf.step("IntentWorkflow.attemptBase")
+def attempt_base(task: dict[str, Any], run_id: str) -> int:
+    """The sandbox attempts already recorded for this task (a repair or a fork numbers after them)."""
+    with context.connection() as c:
+        row = c.execute(Q["max_sbx_attempt"], {"run_id": run_id, "task_key": task["taskKey"]}).fetchone()
+    return int(row["n"]) if row else 0
+
+
 @wf.workflow(TASK_WORKFLOW, queue=SBX_QUEUE)
-def task_workflow(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[str, Any]:
-    return execute_task(task, run_id, attempt_base)
+def task_workflow(task: dict[str, Any], run_id: str, base: int) -> dict[str, Any]:
+    """One sandbox task; `base` is its first attempt minus one, or AFTER_RECORDED for a re-execution."""
+    return execute_task(task, run_id, attempt_base(task, run_id) if base == AFTER_RECORDED else base)
 
 
 # ---- the pipeline, the run and the repair --------------------------------------------------------
 
 
-def _pipeline(ctx: dict[str, Any], checkpoints: dict[str, dict[str, Any]], redo: str, repair_no: int) -> None:
+def _pipeline(ctx: dict[str, Any], checkpoints: dict[str, dict[str, Any]], redo: str, rerun: Rerun) -> None:
     """Run the product steps from `redo` on; the ones before it return their recorded output.
 
-    `checkpoints` (step -> latest {attempt, output} in app.run_steps) is empty for a first run; a
-    step that runs again takes the attempt after its recorded one.
+    `checkpoints` (step -> latest {attempt, output} in app.run_steps) is empty for a first run (and
+    a fork, whose copied operations replay instead); a step that runs takes the attempt after its
+    recorded ones.
     """
-
-    def attempt_of(step_id: str) -> int:
-        return int(checkpoints[step_id]["attempt"]) + 1 if step_id in checkpoints else 1
 
     def reused(step_id: str) -> dict[str, Any]:
         return {k: v for k, v in checkpoints[step_id]["output"].items() if k != "attempt"}
 
     order = STEPS.index(redo)
-    plan = reused("CompileST") if order > 0 else compile_step(ctx, attempt_of("CompileST"))
-    if not repair_no and ask_gate_open(ctx):
+    plan = reused("CompileST") if order > 0 else compile_step(ctx)
+    if not rerun.repair and ask_gate_open(ctx):
         open_ask_gate(ctx)
         wf.recv(HUMAN_EVENT_TOPIC, GATE_TIMEOUT_S)
         resume_running(ctx, False)
-    patched = reused("ApplyPatchST") if order > 1 else apply_patch_step(ctx, plan, attempt_of("ApplyPatchST"))
+    patched = reused("ApplyPatchST") if order > 1 else apply_patch_step(ctx, plan)
     if order <= 2:
         plan_gate(ctx)
-    decision = reused("DecideST") if order > 2 else decide_step(ctx, patched, attempt_of("DecideST"))
-    execute(ctx, decision, repair_no)
+    decision = reused("DecideST") if order > 2 else decide_step(ctx, patched)
+    execute(ctx, decision, rerun)
 
 
 # ---- the run row follows the engine's transitions -------------------------------------------------
@@ -444,7 +478,8 @@ def _follow(
 ) -> None:
     """The one place the engine's transitions become run statuses (and status events)."""
     if transition is Transition.SUCCESS:
-        _update(c, ctx, status="succeeded")
+        # A repaired or forked run that succeeds keeps no earlier failure's error or REPAIR action.
+        _update(c, ctx, status="succeeded", error=None, next_action=NONE)
     elif transition is Transition.ERROR:
         _update(c, ctx, status="retries_exceeded", error=detail, next_action=REPAIR)
     elif transition is Transition.CANCELLED:
@@ -477,7 +512,7 @@ def _repair_transition(
 @wf.workflow(RUN_WORKFLOW, queue=INTENT_QUEUE, max_recovery_attempts=3, on_transition=_run_transition)
 def run_intent(workflow_id: str) -> None:
     ctx = begin_run(workflow_id)
-    _pipeline(ctx, {}, "CompileST", 0)
+    _pipeline(ctx, {}, "CompileST", Rerun.of(workflow_id, 0))
 
 
 def from_step(recorded: set[str] | dict[str, Any]) -> str:
@@ -499,4 +534,7 @@ def repair(run_id: str, repair_no: int) -> None:
     """`/retry`: re-execute from the first missing step (or ExecuteST) with new attempt numbers."""
     ctx = begin_repair(run_id)
     checkpoints: dict[str, dict[str, Any]] = ctx.pop("checkpoints")
-    _pipeline(ctx, checkpoints, from_step(checkpoints), max(repair_no, 1))
+    repair_no = max(repair_no, 1)
+    _pipeline(
+        ctx, checkpoints, from_step(checkpoints), Rerun.of(repair_workflow_id(run_id, repair_no), repair_no)
+    )

@@ -57,6 +57,12 @@ RETURNING run_id
 SELECT phase, output FROM app.run_steps
 WHERE run_id = %(run_id)s AND step_id = %(step_id)s AND attempt = %(attempt)s
 
+-- name: next_run_step_attempt
+-- The attempt a product step takes when it runs: the one after its recorded attempts (1 at first;
+-- a repair or a fork re-executing the step continues after the recorded ones).
+SELECT COALESCE(max(attempt), 0) + 1 AS n FROM app.run_steps
+WHERE run_id = %(run_id)s AND step_id = %(step_id)s
+
 -- name: latest_run_steps
 -- The latest attempt of each product step of a run (the repair workflow's checkpoints).
 SELECT DISTINCT ON (step_id) step_id, attempt, output
