@@ -279,6 +279,12 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # Extra modules whose import registers workflows (the defaults are kodo.runtime's).
     workflow_modules: tuple[str, ...] = ()
+    # The longest a database checkout waits (KODO_DB_POOL_TIMEOUT_MS): then the API answers 503
+    # db_unavailable and a delivery is retried, instead of hanging while Postgres is away.
+    db_pool_timeout_ms: int = 2000
+    # The broker's connect and socket timeouts for a publish (KODO_PUBLISH_TIMEOUT_MS), with no retry
+    # loop: with the broker down a start still answers at once (the reconciler publishes it later).
+    publish_timeout_ms: int = 1000
     # Tracing, metrics and Flower (kodo.telemetry, workers.flower).
     observability: Observability = field(default_factory=Observability)
 
@@ -301,6 +307,8 @@ class Settings:
             reconcile_interval_ms=env_int(e, "KODO_RECONCILE_MS", 500, minimum=20),
             republish_after_ms=env_int(e, "KODO_REPUBLISH_AFTER_MS", 10000, minimum=100),
             db_pool_max=env_int(e, "KODO_DB_POOL_MAX", 10, minimum=1),
+            db_pool_timeout_ms=env_int(e, "KODO_DB_POOL_TIMEOUT_MS", 2000, minimum=50),
+            publish_timeout_ms=env_int(e, "KODO_PUBLISH_TIMEOUT_MS", 1000, minimum=50),
             max_body_bytes=env_int(e, "KODO_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
             embedded_reconciler=env_bool(e, "KODO_EMBEDDED_RECONCILER", True),
             wf_sleep_ms=env_int(e, "WF_SLEEP_MS", 5000, minimum=0),

@@ -1,21 +1,63 @@
 """Publishing: the broker is a doorbell. The task name, and the Celery settings that carry kodo's
 crash semantics (shared by the producer in the API and the workers). Queue names: `kodo.queues`.
+
+With the broker down a publish fails within KODO_PUBLISH_TIMEOUT_MS (bounded connect and socket
+timeouts, no kombu retry loop): the caller's row is marked unpublished and the request still
+succeeds. `BrokerProbe` tells the reconciler when the broker answers again, and whether it may have
+lost messages meanwhile, so those rows are published at once instead of after a republish window.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import uuid
+from typing import Any, Literal
 
+import redis
 from celery import Celery
 from kombu.entity import Exchange, Queue
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from kodo.config import Settings
 from kodo.queues import INTENT_QUEUE
 from kodo.queues import WORKER_QUEUES as QUEUES
 
-__all__ = ["QUEUES", "RUN_WORKFLOW_TASK", "CeleryDispatcher", "celery_settings", "producer_app"]
+__all__ = [
+    "QUEUES",
+    "RUN_WORKFLOW_TASK",
+    "BrokerProbe",
+    "CeleryDispatcher",
+    "celery_settings",
+    "producer_app",
+]
+
+log = logging.getLogger(__name__)
 
 RUN_WORKFLOW_TASK = "kodo.run_workflow"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _is_redis(url: str) -> bool:
+    return url.startswith(REDIS_SCHEMES)
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    timeout_s = settings.publish_timeout_ms / 1000
+    options: dict[str, Any] = {
+        # Redis restores unacked messages after this; a duplicate is a no-op thanks to the lease,
+        # and recovery never waits for it (the reconciler republishes from Postgres).
+        "visibility_timeout": 3600,
+        # Getting a channel for a publish connects once: kombu's default retries it for up to
+        # broker_connection_timeout, sleeping 2 s between attempts (a start hung for seconds).
+        "max_retries": 0,
+    }
+    if _is_redis(settings.broker_url):
+        # A broker that does not answer (down host, frozen server) fails a publish in this time.
+        # The worker's consumer reads only what select() says is there, so its blocking pop is
+        # not cut short by the socket timeout.
+        options |= {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
+    return options
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
@@ -44,11 +86,11 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            # Redis restores unacked messages after this; a duplicate is a no-op thanks to the lease,
-            # and recovery never waits for it (the reconciler republishes from Postgres).
-            "visibility_timeout": 3600,
-        },
+        # A publish is tried once: kombu's retry policy (3 tries, 0.2 s apart) held a start 0.6 s
+        # with the broker down. A failed publish marks its row unpublished (kodo.workflow.publisher).
+        "task_publish_retry": False,
+        "broker_connection_timeout": settings.publish_timeout_ms / 1000,
+        "broker_transport_options": _transport_options(settings),
         "worker_hijack_root_logger": False,
     }
 
@@ -81,3 +123,70 @@ def producer_app(settings: Settings) -> Celery:
     app = Celery("kodo-producer")
     app.conf.update(celery_settings(settings))
     return app
+
+
+BrokerState = Literal["up", "down", "reset"]
+
+
+class BrokerProbe:
+    """Does the broker answer, and may it have lost messages since the last look?
+
+    `check()` says `up`, `down` (no answer within the publish timeout) or `reset`: it answers, but it
+    did not since the last look, or it restarted or was flushed meanwhile (Redis without
+    persistence loses its queues), so messages published before may be gone. The reconciler calls
+    it on every loop (every 100 ms while the broker is down) and, on `reset`, publishes at once
+    every unclaimed runnable row published before (kodo.workflow.reconciler).
+
+    Redis: a GET of a marker key on a kept connection with no retries (the marker, set once by the
+    first reconciler that finds it missing, changes when the broker loses its data). Other brokers:
+    a connection attempt, so only an outage is seen.
+    """
+
+    MARKER = "kodo:broker:incarnation"
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.timeout_s = settings.publish_timeout_ms / 1000
+        self._client: redis.Redis[bytes] | None = None
+        if _is_redis(settings.broker_url):
+            self._client = redis.Redis.from_url(
+                settings.broker_url,
+                socket_connect_timeout=self.timeout_s,
+                socket_timeout=self.timeout_s,
+                retry=Retry(NoBackoff(), 0),
+            )
+        self._seen: bytes | None = None
+        self._up: bool | None = None
+
+    def check(self) -> BrokerState:
+        try:
+            marker = self._marker()
+        except Exception as exc:
+            if self._up is not False:
+                log.warning("broker unreachable: %s", exc)
+            self._up = False
+            return "down"
+        was_up, self._up = self._up, True
+        seen, self._seen = self._seen, marker
+        if was_up is False:
+            log.info("broker answers again")
+            return "reset"
+        if was_up is not None and seen is not None and marker != seen:
+            log.warning("broker lost its data (restarted or flushed): republishing")
+            return "reset"
+        return "up"
+
+    def _marker(self) -> bytes | None:
+        if self._client is None:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=0, timeout=self.timeout_s)
+            return None
+        value = self._client.get(self.MARKER)
+        if value is None:
+            self._client.set(self.MARKER, uuid.uuid4().hex, nx=True)
+            value = self._client.get(self.MARKER)
+        return value if isinstance(value, bytes) else None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

@@ -9,6 +9,7 @@ KodoError
 │   ├── SchemaError           a request body failed its schema (carries the per-field details)
 │   └── QueuePolicyError      a run start broke the queue policy (code queue_policy_violation)
 ├── UnavailableError          a dependency (the database) does not answer
+│   └── DatabaseUnavailableError  Postgres does not answer (HTTP 503, code db_unavailable)
 ├── NonDeterminismError       replay found a different step at a recorded function_id
 ├── UnknownWorkflowError      no workflow is registered under a recorded name
 ├── RecordedStepError         replays a recorded step failure whose class cannot be rebuilt
@@ -82,6 +83,12 @@ class UnavailableError(KodoError):
     """A dependency the request needs (the database) does not answer."""
 
     code = "unavailable"
+
+
+class DatabaseUnavailableError(UnavailableError):
+    """Postgres does not answer (down, restarting, no connection within the pool timeout)."""
+
+    code = "db_unavailable"
 
 
 class NonDeterminismError(KodoError):

@@ -15,7 +15,7 @@ from kodo import telemetry
 from kodo.config import Settings
 from kodo.db.pool import Database
 from kodo.db.store import PgStore, store_unavailable
-from kodo.dispatch import CeleryDispatcher, producer_app
+from kodo.dispatch import BrokerProbe, CeleryDispatcher, producer_app
 from kodo.workflow.client import Client
 from kodo.workflow.engine import Engine
 from kodo.workflow.reconciler import Reconciler
@@ -44,21 +44,20 @@ class Runtime:
     store: PgStore
     engine: Engine
     client: Client
+    celery_app: Celery | None = None  # what publishes (the worker's app, or a producer-only one)
 
     @classmethod
     def build(cls, settings: Settings | None = None, celery_app: Celery | None = None) -> Runtime:
         settings = settings or Settings.from_env()
         import_workflow_modules(settings.workflow_modules)
-        db = Database(settings.database_url, settings.db_pool_max)
+        db = Database(settings.database_url, settings.db_pool_max, settings.db_pool_timeout_ms / 1000)
         store = PgStore(db)
-        engine = Engine(
-            settings,
-            store,
-            CeleryDispatcher(celery_app or producer_app(settings)),
-            store_unavailable=store_unavailable,
-        )
+        app = celery_app or producer_app(settings)
+        engine = Engine(settings, store, CeleryDispatcher(app), store_unavailable=store_unavailable)
         telemetry.install(engine, settings)  # step metrics; spans when tracing is configured
-        return cls(settings=settings, db=db, store=store, engine=engine, client=Client(engine))
+        return cls(
+            settings=settings, db=db, store=store, engine=engine, client=Client(engine), celery_app=app
+        )
 
     def reconciler(self) -> Reconciler:
         return Reconciler.standard(
@@ -68,4 +67,5 @@ class Runtime:
             cancel=self.client.cancel,
             start=self.client.start_txn,
             schedules=SCHEDULES.all(),
+            broker=BrokerProbe(self.celery_app or producer_app(self.settings), self.settings),
         )

@@ -215,7 +215,10 @@ class PostgresServer(_Server):
         max_connections: int = 200,
         settings: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(port=port, base_dir=base_dir)
+        self._user = self._os_user()
+        # Run as `postgres`, the cluster must be reachable by that user: a root-only parent (pytest's
+        # tmp_path is 0700) is not, so it then lives in the system temp dir.
+        super().__init__(port=port, base_dir=base_dir if self._user is None else None)
         self.bin = Path(bin_dir) if bin_dir is not None else postgres_bin_dir()
         self.data = self.dir / "data"
         self.socket_dir = self.dir
@@ -228,7 +231,6 @@ class PostgresServer(_Server):
             "log_min_messages": "warning",
             **(settings or {}),
         }
-        self._user = self._os_user()
         if self._user is not None:
             os.chown(self.dir, self._user.pw_uid, self._user.pw_gid)
 

@@ -28,6 +28,11 @@ telemetry.setup(_settings)
 app = Celery("kodo")
 app.conf.update(celery_settings(_settings))
 app.conf.worker_enable_remote_control = True
+# Reconnects to the broker within a second of it being back (`workers.consumer`).
+app.conf.worker_consumer = "workers.consumer:FastReconnectConsumer"
+# ... and keeps trying while the broker is away (Celery's default gives up after 100 attempts, which
+# the faster attempts would reach in under two minutes).
+app.conf.broker_connection_max_retries = None
 
 _runtime: Runtime | None = None
 _reconciler: Reconciler | None = None
@@ -42,12 +47,45 @@ def runtime() -> Runtime:
     return _runtime
 
 
+# A delivery that failed on infrastructure (the database away) is delivered again after this backoff:
+# 0.2 s, doubling, at most 1 s, for about two minutes; then the reconciler's republish takes over.
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 1.0
+RETRY_LIMIT = 120
+
+
+def retry_delay(retries: int) -> float:
+    return float(min(RETRY_FIRST_S * 2**retries, RETRY_MAX_S))
+
+
 @app.task(name=RUN_WORKFLOW_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_workflow(self: Any, workflow_id: str, **_: Any) -> str:
     """Run `workflow_id`: Postgres says what runs. The message's shadow name (`kodo.dispatch`) only
-    labels it for Flower and the task span; any keyword a newer producer may add is ignored."""
+    labels it for Flower and the task span; any keyword a newer producer may add is ignored.
+
+    If the database is unreachable (`store_unavailable`: a psycopg OperationalError, a pool timeout)
+    the delivery is retried shortly (`retry_delay`) instead of failing and waiting for the
+    reconciler's republish window. The retry is only a doorbell: it claims like any delivery, so a
+    run another delivery took over meanwhile makes it a counted no-op, and recorded steps are replayed,
+    never run again. Its countdown is short (well under the broker's visibility timeout), and the
+    durable state stays in Postgres."""
     telemetry.label_task_span(workflow_id, getattr(self.request, "shadow", None))
-    outcome = runtime().engine.execute(workflow_id)
+    rt = runtime()
+    try:
+        outcome = rt.engine.execute(workflow_id)
+    except Exception as exc:
+        if not rt.engine.store_unavailable(exc) or self.request.retries >= RETRY_LIMIT:
+            raise
+        delay = retry_delay(self.request.retries)
+        log.warning(
+            "%s %s: database unavailable (%s: %s); retrying in %.1fs",
+            RUN_WORKFLOW_TASK,
+            workflow_id,
+            type(exc).__name__,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+            delay,
+        )
+        raise self.retry(countdown=delay, max_retries=RETRY_LIMIT) from None
     log.info("%s %s -> %s", RUN_WORKFLOW_TASK, workflow_id, outcome)
     return str(outcome)
 

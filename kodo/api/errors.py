@@ -4,7 +4,8 @@ Routes and the intent layer raise kodo errors (`kodo.errors`); `to_http` turns e
 and exact body. Every error body is `{"error": <string>, ...}`: schema failures add `details`, queue
 policy failures `code`, run-state conflicts the run's `status`. Unknown routes and wrong methods are
 404 `{"error":"not found"}` (no 405); anything unexpected is 500 `{"error":"internal error"}` and is
-logged, never shown.
+logged, never shown. The database unreachable (any route: a psycopg OperationalError, a pool
+timeout) is 503 `{"ok":false,"error":"database unavailable","code":"db_unavailable"}`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from kodo.db.store import store_unavailable
 from kodo.errors import (
     ConflictError,
+    DatabaseUnavailableError,
     KodoError,
     NotFoundError,
     QueuePolicyError,
@@ -61,6 +64,8 @@ def to_http(exc: KodoError) -> tuple[int, dict[str, Any]]:
         return 409, {**body, "status": exc.run_status}
     if isinstance(exc, ConflictError):
         return 409, body
+    if isinstance(exc, DatabaseUnavailableError):
+        return 503, {"ok": False, **body, "code": exc.code}
     if isinstance(exc, UnavailableError):
         return 503, {"ok": False, **body}  # the health routes' body
     return 500, dict(INTERNAL_ERROR)
@@ -86,5 +91,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        if store_unavailable(exc):  # an outage, not a bug: no stack trace, a stable 503
+            log.warning("database unavailable: %s", exc)
+            return _kodo_error(DatabaseUnavailableError("database unavailable"))
         log.error("unhandled error", exc_info=exc)
         return json_response(INTERNAL_ERROR, 500)

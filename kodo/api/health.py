@@ -1,4 +1,5 @@
-"""GET /healthz: the process is up and its database answers (503 `database unavailable` if not)."""
+"""GET /healthz: the process is up and its database answers (503 `database unavailable`, code
+`db_unavailable`, if not)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from flask import Blueprint, Response, current_app
 from kodo.api.errors import json_response
 from kodo.db.pool import Database
 from kodo.db.queries import Q
-from kodo.errors import UnavailableError
+from kodo.errors import DatabaseUnavailableError
 
 bp = Blueprint("health", __name__)
 
@@ -18,7 +19,7 @@ def ping(db: Database) -> None:
         with db.conn() as c:
             c.execute(Q["health_ping"])
     except Exception as exc:
-        raise UnavailableError("database unavailable") from exc
+        raise DatabaseUnavailableError("database unavailable") from exc
 
 
 @bp.get("/healthz")

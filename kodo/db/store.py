@@ -196,6 +196,9 @@ class PgSession:
     def release(self, fence: Fence, now: int) -> bool:
         return self._one(Q["release_lease"], {**_fence(fence), "now": now}) is not None
 
+    def abandon(self, fence: Fence, now: int) -> Doorbell | None:
+        return _bell(self._one(Q["abandon_lease"], {**_fence(fence), "now": now}))
+
     def complete(
         self, fence: Fence, status: WorkflowStatus, output: str | None, error: str | None, now: int
     ) -> bool:
@@ -315,10 +318,18 @@ class PgSession:
     def leases_on_host(self, host_prefix: str) -> list[Row]:
         return self._all(Q["leases_on_host"], {"host_prefix": host_prefix})
 
-    def republish_stale(self, now: int, app_version: str, limit: int, republish_after: int) -> list[Doorbell]:
+    def republish_stale(
+        self, now: int, app_version: str, limit: int, republish_after: int, broker_reset: int = 0
+    ) -> list[Doorbell]:
         rows = self._all(
             Q["republish_stale"],
-            {"now": now, "app_version": app_version, "limit": limit, "republish_after": republish_after},
+            {
+                "now": now,
+                "app_version": app_version,
+                "limit": limit,
+                "republish_after": republish_after,
+                "broker_reset": broker_reset,
+            },
         )
         return [_doorbell(r) for r in rows]
 

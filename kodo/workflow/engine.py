@@ -13,7 +13,7 @@ from typing import Any
 
 from kodo import clock
 from kodo.config import Settings
-from kodo.records import Claim, Doorbell, NewWorkflow, NoopReason
+from kodo.records import Claim, Doorbell, Fence, NewWorkflow, NoopReason
 from kodo.states import OutcomeKind, WorkflowStatus
 from kodo.workflow import executor, serde, transitions
 from kodo.workflow.execution import Execution
@@ -52,7 +52,9 @@ class Engine:
         self.hooks = Hooks()
         # Tells a database outage (the run is recovered later) from a failure of the workflow.
         self.store_unavailable = store_unavailable
-        self.heartbeat = executor.Heartbeat(store, settings.lease_ms, settings.heartbeat_ms)
+        self.heartbeat = executor.Heartbeat(
+            store, settings.lease_ms, settings.heartbeat_ms, give_up=self._give_up_leases
+        )
 
     @property
     def executor_id(self) -> str:
@@ -161,8 +163,23 @@ class Engine:
         self.heartbeat.hold()
         try:
             return execution.run()
+        except Exception as exc:
+            if self.store_unavailable(exc):
+                # The database went away mid-run. Our lease would hold the run for a lease period
+                # (renewed by our heartbeat while this process runs other deliveries): give it up as
+                # soon as the database answers and ring the run, so its next delivery takes over at
+                # once from its checkpoints. The claim fencing keeps any step from running twice.
+                self.heartbeat.abandon(execution.fence)
+            raise
         finally:
             self.heartbeat.release()
+
+    def _give_up_leases(self, fences: list[Fence]) -> None:
+        """End the leases of deliveries that failed on infrastructure (fenced) and ring their runs."""
+        now = clock.now_ms()
+        with self.store.session() as s, self.publisher.commit_then_publish(s) as bells:
+            for fence in fences:
+                bells.add(s.abandon(fence, now))
 
 
 def _noop_reason(why: NoopReason | None) -> str:

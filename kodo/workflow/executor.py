@@ -11,10 +11,12 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 
 import psutil
 
 from kodo import clock
+from kodo.records import Fence
 from kodo.workflow.ports import Store
 
 log = logging.getLogger(__name__)
@@ -56,13 +58,30 @@ def is_local_and_dead(eid: str | None) -> bool:
 
 
 class Heartbeat:
-    """Renews this process's leases every `interval_ms` while it holds at least one."""
+    """Renews this process's leases every `interval_ms` while it holds at least one.
 
-    def __init__(self, store: Store, lease_ms: int, interval_ms: int) -> None:
+    It also gives up the leases of deliveries that failed on infrastructure (`abandon`): the
+    database went away mid-run, so the run's lease would otherwise hold it for a whole lease period,
+    renewed by this very heartbeat while the process runs other deliveries. `give_up(fences)` (the
+    engine's: a fenced write that ends each lease and rings its run) is retried every
+    `ABANDON_RETRY_S` until the database answers again.
+    """
+
+    ABANDON_RETRY_S = 0.1
+
+    def __init__(
+        self,
+        store: Store,
+        lease_ms: int,
+        interval_ms: int,
+        give_up: Callable[[list[Fence]], None] | None = None,
+    ) -> None:
         self._store = store
         self._lease_ms = lease_ms
         self._interval = interval_ms / 1000
+        self._give_up = give_up
         self._held = 0
+        self._abandoned: list[Fence] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,20 +90,45 @@ class Heartbeat:
     def hold(self) -> None:
         with self._lock:
             self._held += 1
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="kodo-heartbeat", daemon=True)
-                self._thread.start()
+            self._ensure_thread()
 
     def release(self) -> None:
         with self._lock:
             self._held = max(self._held - 1, 0)
 
+    def abandon(self, fence: Fence) -> None:
+        """Give up `fence`'s lease as soon as the database answers (its delivery failed on it)."""
+        if self._give_up is None:
+            return
+        with self._lock:
+            self._abandoned.append(fence)
+            self._ensure_thread()
+        self._wake.set()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            if self._pid != os.getpid():
+                self._abandoned = [f for f in self._abandoned if f.executor_id == executor_id()]
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="kodo-heartbeat", daemon=True)
+            self._thread.start()
+
     def _run(self) -> None:
         while True:
-            self._wake.wait(self._interval)
             with self._lock:
-                held = self._held
+                pending = bool(self._abandoned)
+            self._wake.wait(self.ABANDON_RETRY_S if pending else self._interval)
+            self._wake.clear()
+            with self._lock:
+                held, abandoned = self._held, list(self._abandoned)
+            if abandoned and self._give_up is not None:
+                try:
+                    self._give_up(abandoned)
+                except Exception as exc:  # still away: try again shortly
+                    log.debug("giving up %d abandoned lease(s) failed: %s", len(abandoned), exc)
+                else:
+                    with self._lock:
+                        self._abandoned = [f for f in self._abandoned if f not in abandoned]
             if not held:
                 continue
             try:

@@ -83,6 +83,10 @@ class Session(Protocol):
     def release(self, fence: Fence, now: int) -> bool:
         """Give the lease back without finishing; False if it was no longer ours."""
 
+    def abandon(self, fence: Fence, now: int) -> Doorbell | None:
+        """A delivery failed on infrastructure: end our lease now (lease_until 0, so the next claim
+        counts a recovery attempt) and return the row's doorbell; None if it was no longer ours."""
+
     def complete(
         self, fence: Fence, status: WorkflowStatus, output: str | None, error: str | None, now: int
     ) -> bool:
@@ -147,8 +151,9 @@ class Session(Protocol):
     def leases_on_host(self, host_prefix: str) -> list[Row]: ...
 
     def republish_stale(
-        self, now: int, app_version: str, limit: int, republish_after: int
-    ) -> list[Doorbell]: ...
+        self, now: int, app_version: str, limit: int, republish_after: int, broker_reset: int = 0
+    ) -> list[Doorbell]:
+        """Runnable unclaimed rows published over a window ago, or before `broker_reset` (epoch ms)."""
 
     def expired_workflows(self, now: int, app_version: str, limit: int) -> list[str]: ...
 

@@ -2,9 +2,9 @@
 
 Store transitions return `Doorbell`s; code collects them in a `Bells` while its transaction is
 open, and `Publisher.commit_then_publish` rings them only after the commit. A publish that fails
-(broker down) marks the row unpublished, so the next reconciler pass rings it again; a crash
-between commit and publish loses nothing either, because the reconciler republishes what Postgres
-says is runnable.
+(broker down) marks the row unpublished, so the reconciler rings it again as soon as the broker
+answers (it probes the broker while it is away); a crash between commit and publish loses nothing
+either, because the reconciler republishes what Postgres says is runnable.
 """
 
 from __future__ import annotations
@@ -67,19 +67,25 @@ class Publisher:
         self.ring(bells)
 
     def ring(self, bells: Iterable[Doorbell]) -> None:
+        failed: Exception | None = None
         for bell in bells:
-            try:
-                self.dispatcher.publish(
-                    bell.workflow_id, bell.queue, name=bell.name, partition_key=bell.partition_key
-                )
-            except Exception:
-                log.warning(
-                    "publish of %s to %s failed; the reconciler will retry",
-                    bell.workflow_id,
-                    bell.queue,
-                    exc_info=True,
-                )
-                self._mark_unpublished(bell.workflow_id)
+            if failed is None:
+                try:
+                    self.dispatcher.publish(
+                        bell.workflow_id, bell.queue, name=bell.name, partition_key=bell.partition_key
+                    )
+                    continue
+                except Exception as exc:
+                    failed = exc
+                    log.warning(
+                        "publish of %s to %s failed (%s); the reconciler will retry",
+                        bell.workflow_id,
+                        bell.queue,
+                        exc,
+                    )
+            # After one failure the broker is taken as down: the other bells are not tried (each
+            # would wait for the publish timeout), they are marked unpublished with it.
+            self._mark_unpublished(bell.workflow_id)
 
     def _mark_unpublished(self, workflow_id: str) -> None:
         try:

@@ -16,6 +16,11 @@ process is needed.
 
 Timers are woken on time: parking sends `NOTIFY kodo_timer`, and the loop sleeps until the earliest
 pending wake-up (or the next pass), whichever is sooner.
+
+The broker is probed on every loop (`broker`, kodo.dispatch.BrokerProbe), every `BROKER_DOWN_POLL_S`
+while it is down. When it answers again (or turns out to have restarted or been flushed: its queued
+messages may be gone), `RepublishStale` publishes at once every unclaimed runnable row published
+before, instead of waiting for each row's republish window; while it is down, nothing is published.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from kodo import clock
 from kodo.config import Settings
@@ -36,6 +41,13 @@ from kodo.workflow.scheduler import Schedule, ScheduleTicks, StartTxn
 
 log = logging.getLogger(__name__)
 BATCH = 500
+BROKER_DOWN_POLL_S = 0.1  # how often a down broker is probed (its recovery is seen this soon)
+LOST_CONNECTION_RETRY_S = 0.2  # the loop's wait before reconnecting to the database
+
+
+class BrokerWatch(Protocol):
+    def check(self) -> Literal["up", "down", "reset"]:
+        """`reset`: the broker answers, but did not (or restarted, or was flushed) since the last look."""
 
 
 class Pass(Protocol):
@@ -79,12 +91,16 @@ class ExpireDeadLeases:
 @dataclass
 class RepublishStale:
     settings: Settings
+    broker_reset: int = 0  # rows published before this (epoch ms) are due at once: see the docstring
+    broker_down: bool = False
     name: ClassVar[str] = "republished"
     singleton: ClassVar[int | None] = None
 
     def run(self, session: Session, bells: Bells, now: int) -> int:
+        if self.broker_down:
+            return 0  # each publish would fail: the rows stay due until the broker answers
         stale = session.republish_stale(
-            now, self.settings.app_version, BATCH, self.settings.republish_after_ms
+            now, self.settings.app_version, BATCH, self.settings.republish_after_ms, self.broker_reset
         )
         bells.add(*stale)
         return len(stale)
@@ -128,11 +144,14 @@ class Reconciler:
         store: Store,
         publisher: Publisher,
         passes: Sequence[Pass],
+        broker: BrokerWatch | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.publisher = publisher
         self.passes = list(passes)
+        self.broker = broker
+        self._republish = [p for p in self.passes if isinstance(p, RepublishStale)]
         self._timers = next((p for p in self.passes if isinstance(p, WakeTimers)), WakeTimers(settings))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,6 +166,7 @@ class Reconciler:
         *,
         start: StartTxn | None = None,
         schedules: Sequence[Schedule] = (),
+        broker: BrokerWatch | None = None,
     ) -> Reconciler:
         """The standard passes; with `schedules`, the scheduler too (`start` is Client.start_txn)."""
         passes: list[Pass] = [
@@ -159,7 +179,7 @@ class Reconciler:
             if start is None:
                 raise ValueError("a reconciler with schedules needs `start` (Client.start_txn)")
             passes.append(ScheduleTicks(settings, start, tuple(schedules)))
-        return cls(settings, store, publisher, passes)
+        return cls(settings, store, publisher, passes, broker)
 
     def run_pass(self, p: Pass, now: int | None = None) -> int:
         """Run one pass; publish what it made runnable once its work committed."""
@@ -171,6 +191,21 @@ class Reconciler:
             if p.singleton is not None and not s.try_singleton(p.singleton):
                 return 0
             return p.run(s, bells, clock.now_ms() if now is None else now)
+
+    def probe_broker(self) -> bool:
+        """Probe the broker; True if it answers again (or lost its messages) and a sweep is due now."""
+        if self.broker is None:
+            return False
+        state = self.broker.check()
+        for p in self._republish:
+            p.broker_down = state == "down"
+            if state == "reset":
+                p.broker_reset = clock.now_ms()
+        return state == "reset"
+
+    @property
+    def broker_down(self) -> bool:
+        return any(p.broker_down for p in self._republish)
 
     def wake_timers(self) -> int:
         return self.run_pass(self._timers)
@@ -206,14 +241,18 @@ class Reconciler:
         while not self._stop.is_set():
             try:
                 self._loop(interval_ms)
-            except Exception:
-                log.warning("reconciler lost its connection; retrying in 1s", exc_info=True)
-                self._stop.wait(1.0)
+            except Exception as exc:
+                log.warning(
+                    "reconciler lost its connection (%s); retrying in %ss", exc, LOST_CONNECTION_RETRY_S
+                )
+                self._stop.wait(LOST_CONNECTION_RETRY_S)
 
     def _loop(self, interval_ms: int) -> None:
         with self.store.listen_timers() as listener:
             next_sweep = 0
             while not self._stop.is_set():
+                if self.probe_broker():
+                    next_sweep = 0  # the broker is back: publish what waited for it now
                 now = clock.now_ms()
                 if now >= next_sweep:
                     self.sweep()
@@ -223,5 +262,7 @@ class Reconciler:
                 with self.store.session() as s:
                     due = s.next_wake_at(self.settings.app_version)
                 wait_ms = max(min(due if due is not None else next_sweep, next_sweep) - clock.now_ms(), 0)
+                if self.broker_down:
+                    wait_ms = min(wait_ms, int(BROKER_DOWN_POLL_S * 1000))
                 if wait_ms:
                     listener.wait(wait_ms / 1000)  # a NOTIFY (a new timer was parked) cuts it short

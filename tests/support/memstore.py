@@ -426,6 +426,15 @@ class MemorySession:
         return True
 
     @_statement
+    def abandon(self, fence: Fence, now: int) -> Doorbell | None:
+        row = self._fenced(fence)
+        if row is None or row["status"] != PENDING:
+            return None
+        row["lease_until_epoch_ms"] = 0
+        row["published_at_epoch_ms"] = now
+        return _doorbell(row)
+
+    @_statement
     def complete(
         self, fence: Fence, status: WorkflowStatus, output: str | None, error: str | None, now: int
     ) -> bool:
@@ -655,7 +664,7 @@ class MemorySession:
     @_statement
     def renew_leases(self, executor_id: str, lease_until: int) -> None:
         for wid, row in self._s.workflows.items():
-            if row["executor_id"] == executor_id:
+            if row["executor_id"] == executor_id and row["lease_until_epoch_ms"] != 0:
                 self._lock_row(wid)
                 row["lease_until_epoch_ms"] = lease_until
 
@@ -719,7 +728,9 @@ class MemorySession:
         ]
 
     @_statement
-    def republish_stale(self, now: int, app_version: str, limit: int, republish_after: int) -> list[Doorbell]:
+    def republish_stale(
+        self, now: int, app_version: str, limit: int, republish_after: int, broker_reset: int = 0
+    ) -> list[Doorbell]:
         def stale(r: Row) -> bool:
             lease = r["lease_until_epoch_ms"]
             published = r["published_at_epoch_ms"] or 0
@@ -728,7 +739,10 @@ class MemorySession:
                 and r["application_version"] == app_version
                 and r["wait_kind"] is None
                 and (r["executor_id"] is None or (lease is not None and lease < now))
-                and published < now - republish_after * (1 << min(int(r["publish_count"]), 6))
+                and (
+                    published < now - republish_after * (1 << min(int(r["publish_count"]), 6))
+                    or published < broker_reset
+                )
                 and not self._locked_by_other(r["workflow_uuid"])  # SKIP LOCKED
             )
 

@@ -20,15 +20,18 @@ WHERE wait_kind IS NOT NULL AND wake_at_epoch_ms IS NOT NULL AND status = 'PENDI
 -- name: republish_stale
 -- Runnable rows nobody has picked up (lost message, dead runner whose lease expired): publish again.
 -- The wait doubles with each republish since the last claim (capped at 64 windows), so a row that
--- only sits in a long broker backlog gets a handful of duplicates, not one per window.
+-- only sits in a long broker backlog gets a handful of duplicates, not one per window. A row
+-- published before `broker_reset` (the broker was unreachable, restarted or flushed since: its
+-- message may be gone) is due at once.
 UPDATE dbos.workflow_status SET published_at_epoch_ms = %(now)s, publish_count = publish_count + 1
 WHERE workflow_uuid IN (
     SELECT workflow_uuid FROM dbos.workflow_status
     WHERE status IN ('ENQUEUED', 'PENDING') AND application_version = %(app_version)s
       AND wait_kind IS NULL
       AND (executor_id IS NULL OR lease_until_epoch_ms < %(now)s)
-      AND coalesce(published_at_epoch_ms, 0)
-          < %(now)s - %(republish_after)s::bigint * (1::bigint << least(publish_count, 6))
+      AND (coalesce(published_at_epoch_ms, 0)
+             < %(now)s - %(republish_after)s::bigint * (1::bigint << least(publish_count, 6))
+           OR coalesce(published_at_epoch_ms, 0) < %(broker_reset)s::bigint)
     ORDER BY created_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
 RETURNING workflow_uuid, queue_name, name, queue_partition_key

@@ -143,9 +143,9 @@ WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor
 RETURNING workflow_uuid
 
 -- name: renew_leases
--- Heartbeat: extend every lease this executor holds.
+-- Heartbeat: extend every lease this executor holds (not one it gave up: lease_until 0).
 UPDATE dbos.workflow_status SET lease_until_epoch_ms = %(lease_until)s
-WHERE executor_id = %(executor_id)s
+WHERE executor_id = %(executor_id)s AND lease_until_epoch_ms <> 0
 RETURNING workflow_uuid, lease_epoch
 
 -- name: child_states
@@ -203,3 +203,12 @@ FROM dbos.workflow_status GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 -- A publish failed (broker down): the next reconciler pass rings this row again.
 UPDATE dbos.workflow_status SET published_at_epoch_ms = 0, publish_count = 0
 WHERE workflow_uuid = %(workflow_uuid)s AND status IN ('ENQUEUED', 'PENDING')
+
+-- name: abandon_lease
+-- A delivery failed on infrastructure (the database went away mid-run): end our lease now (fenced),
+-- so the run's next delivery takes over at once (counting a recovery attempt, like a crash), and
+-- hand back the row to ring.
+UPDATE dbos.workflow_status SET lease_until_epoch_ms = 0, published_at_epoch_ms = %(now)s
+WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
+  AND status = 'PENDING'
+RETURNING workflow_uuid, queue_name, name, queue_partition_key
