@@ -15,11 +15,16 @@ from kodo.queues import SBX_QUEUE as SBX_QUEUE
 RUN_WORKFLOW = "IntentWorkflow.run"  # args (workflow_id,), id = intent id, queue intentQ
 REPAIR_WORKFLOW = "IntentWorkflow.repair"  # args (run_id, repair_no), id repair_workflow_id(), controlQ
 TASK_WORKFLOW = (
-    "IntentWorkflow.taskWorkflow"  # args (task, run_id, attempt_base), id = task_key (+-r<n>), sbxQ
+    "IntentWorkflow.taskWorkflow"  # args (task, run_id, base), id = task_key (+-r<n> / -f<fork id>), sbxQ
 )
 
 # The one topic both /events and approve-plan post to; the gates wait on it.
 HUMAN_EVENT_TOPIC = "human-event"
+# What the run writes for its watchers (dbos.notifications; the run stream serves them): its status
+# changes and product-step completions to the run's workflow id, sandbox output to the task key.
+STATUS_TOPIC = "status"
+STEP_TOPIC = "step"
+OUTPUT_TOPICS = ("stdout", "stderr", "stream_closed")
 GATE_TIMEOUT_S = 300.0
 
 # Product steps, in order, with their phases (run_steps.phase, StepRow.name).

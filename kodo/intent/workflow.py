@@ -42,6 +42,8 @@ from kodo.intent import (
     REPAIR_WORKFLOW,
     RUN_WORKFLOW,
     SBX_QUEUE,
+    STATUS_TOPIC,
+    STEP_TOPIC,
     STEPS,
     TASK_WORKFLOW,
     WAITING_INPUT,
@@ -103,16 +105,25 @@ def _update(
 
 
 def _emit(c: Conn, workflow_id: str, status: str) -> None:
+    _notify(c, workflow_id, STATUS_TOPIC, {"status": status})
+
+
+def _notify(c: Conn, workflow_id: str, topic: str, message: dict[str, Any]) -> None:
+    """A notification to the run's workflow (the runbooks and the run stream read them)."""
     c.execute(
         Q["insert_notification"],
         {
             "message_uuid": str(uuid.uuid4()),
             "destination": workflow_id,
-            "topic": "status",
-            "message": canonical_json({"status": status}),
+            "topic": topic,
+            "message": canonical_json(message),
             "now": clock.now_ms(),
         },
     )
+
+
+def iso_ms(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _now() -> datetime:
@@ -132,6 +143,7 @@ def _record_step(
     """The run_steps row of a product step attempt (output carries `attempt`), then `lastStep`."""
     full = {**output, "attempt": attempt}
     key = {"run_id": ctx["runId"], "step_id": step_id, "attempt": attempt}
+    finished = _now()
     row = c.execute(
         Q["insert_run_step"],
         {
@@ -140,10 +152,14 @@ def _record_step(
             "output": Jsonb(full),
             **context.trace_ids()._asdict(),  # the step span's ids when tracing is on
             "started_at": started,
-            "finished_at": _now(),
+            "finished_at": finished,
         },
     ).fetchone()
-    if row is None:
+    if row is not None:  # the run stream's `step` event, committed with the row
+        step = {"stepId": step_id, "attempt": attempt, "phase": PHASES[step_id]}
+        times = {"startedAt": iso_ms(started), "finishedAt": iso_ms(finished)}
+        _notify(c, ctx["workflowId"], STEP_TOPIC, {**step, **times})
+    else:
         prior = c.execute(Q["get_run_step"], key).fetchone()
         if prior is not None and canonical_json(prior["output"]) != canonical_json(full):
             raise DeterminismViolationError(f"Determinism violation in {ctx['runId']}:{step_id}:{attempt}")
@@ -202,7 +218,7 @@ def compile_step(c: Conn, ctx: dict[str, Any]) -> dict[str, Any]:
 def apply_patch_step(c: Conn, ctx: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     started = _now()
     attempt = _next_attempt(c, ctx, "ApplyPatchST")
-    patched = {**plan, "patchedAt": started.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    patched = {**plan, "patchedAt": iso_ms(started)}
     artifacts.ensure_sentinel(c, ctx["runId"], "ApplyPatchST", attempt)
     return _record_step(c, ctx, "ApplyPatchST", patched, attempt, started)
 
