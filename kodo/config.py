@@ -9,6 +9,7 @@ import flask, celery or psycopg.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,39 @@ def observability_from_env(env: Mapping[str, str] | None = None) -> Observabilit
 
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576  # 1 MiB
+MIN_API_TOKEN_CHARS = 16
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def _api_tokens(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """KODO_API_TOKENS: `name:token[,name:token]`, (name, token) pairs; unset or empty: `()` (off).
+
+    A name is 1-64 characters of `[A-Za-z0-9._@-]` (it becomes the actor of ops audit rows); a token
+    is at least 16 characters without whitespace or comma. Names and tokens are unique. An error names
+    the item by its position and name, never its token."""
+    raw = _raw(env, "KODO_API_TOKENS")
+    if raw is None:
+        return ()
+    pairs: list[tuple[str, str]] = []
+    for n, item in enumerate(raw.split(","), start=1):
+        name, sep, token = item.strip().partition(":")
+        where = f"item {n}" + (f" ({name!r})" if _TOKEN_NAME.fullmatch(name) else "")
+        if not sep or not _TOKEN_NAME.fullmatch(name):
+            raise ConfigError(
+                f"invalid KODO_API_TOKENS: {where} must be name:token, the name 1-64 characters of "
+                "[A-Za-z0-9._@-] (expected name:token[,name:token])"
+            )
+        if len(token) < MIN_API_TOKEN_CHARS or any(c.isspace() for c in token):
+            raise ConfigError(
+                f"invalid KODO_API_TOKENS: {where}: a token must be at least {MIN_API_TOKEN_CHARS} "
+                "characters without whitespace"
+            )
+        if any(name == other for other, _ in pairs):
+            raise ConfigError(f"invalid KODO_API_TOKENS: {where}: the name is given twice")
+        if any(token == other for _, other in pairs):
+            raise ConfigError(f"invalid KODO_API_TOKENS: {where}: its token is another name's too")
+        pairs.append((name, token))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -277,6 +311,9 @@ class Settings:
     schedule_tick_ms: int = 30_000
     # The largest request body the API reads (KODO_MAX_BODY_BYTES); a larger one is a 413.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    stream_max_s: int = 30  # the longest a run stream stays open (GET /api/runs/:wid/stream)
+    # KODO_API_TOKENS: (name, token) pairs; set, the API's writes and ops routes need a bearer token.
+    api_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     # Extra modules whose import registers workflows (the defaults are kodo.runtime's).
     workflow_modules: tuple[str, ...] = ()
     # The longest a database checkout waits (KODO_DB_POOL_TIMEOUT_MS): then the API answers 503
@@ -310,6 +347,8 @@ class Settings:
             db_pool_timeout_ms=env_int(e, "KODO_DB_POOL_TIMEOUT_MS", 2000, minimum=50),
             publish_timeout_ms=env_int(e, "KODO_PUBLISH_TIMEOUT_MS", 1000, minimum=50),
             max_body_bytes=env_int(e, "KODO_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
+            stream_max_s=env_int(e, "KODO_STREAM_MAX_S", 30, minimum=1),
+            api_tokens=_api_tokens(e),
             embedded_reconciler=env_bool(e, "KODO_EMBEDDED_RECONCILER", True),
             wf_sleep_ms=env_int(e, "WF_SLEEP_MS", 5000, minimum=0),
             boundary_fresh_ms=env_int(e, "KODO_BOUNDARY_FRESH_MS", 100, minimum=0),

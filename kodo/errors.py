@@ -8,6 +8,8 @@ KodoError
 ├── ValidationError           a request failed its parsing or a precondition
 │   ├── SchemaError           a request body failed its schema (carries the per-field details)
 │   └── QueuePolicyError      a run start broke the queue policy (code queue_policy_violation)
+├── UnauthorizedError         no bearer token where KODO_API_TOKENS requires one (HTTP 401)
+├── ForbiddenError            a bearer token that is not one of KODO_API_TOKENS (HTTP 403)
 ├── UnavailableError          a dependency (the database) does not answer
 │   └── DatabaseUnavailableError  Postgres does not answer (HTTP 503, code db_unavailable)
 ├── NonDeterminismError       replay found a different step at a recorded function_id
@@ -77,6 +79,18 @@ class QueuePolicyError(ValidationError):
     """A run start broke the queue policy (contract-api §5.2); the message is the contract's."""
 
     code = "queue_policy_violation"
+
+
+class UnauthorizedError(KodoError):
+    """A protected route was called without `Authorization: Bearer <token>` (or a malformed one)."""
+
+    code = "unauthorized"
+
+
+class ForbiddenError(KodoError):
+    """A protected route was called with a bearer token nobody was given."""
+
+    code = "forbidden"
 
 
 class UnavailableError(KodoError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, request
 
 from kodo import telemetry
-from kodo.api import artifacts, demo, errors, health, intents, openapi, ops, runs, time
+from kodo.api import artifacts, auth, demo, errors, health, intents, openapi, ops, runs, time
 from kodo.api.schemas import check_params
 from kodo.config import Settings
 from kodo.intent.service import IntentService
@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.extensions[RUNTIME_KEY] = rt
     app.extensions[intents.SERVICE_KEY] = IntentService(rt)
     errors.register(app)
+    # Bearer tokens first (KODO_API_TOKENS; off by default): a refused request reads nothing else.
+    auth.install(app, rt.settings.api_tokens)
 
     @app.before_request
     def _check_params() -> None:

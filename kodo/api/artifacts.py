@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from kodo.api.intents import service
+from kodo.api.openapi import operation
 from kodo.db.queries import Q
 from kodo.errors import NotFoundError
 from kodo.intent.projections import iso, js_truthy
@@ -53,7 +54,15 @@ def render(kind: str, inline: Any) -> str:
     return inline if isinstance(inline, str) else _compact(inline)
 
 
+_CONTENT = {
+    "application/json": {"schema": {}},
+    "text/plain": {"schema": {"type": "string"}},
+    "image/svg+xml": {"schema": {"type": "string"}},
+}
+
+
 @bp.get("/api/artifacts/<path:artifact_id>")
+@operation("Artifact content by URL-encoded URI (typed by its kind)", {200: _CONTENT})
 def get_artifact(artifact_id: str) -> Response:
     with service().db.conn() as c:
         art = c.execute(Q["api_artifact_by_uri"], {"uri": artifact_id}).fetchone()

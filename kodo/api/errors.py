@@ -20,11 +20,13 @@ from kodo.db.store import store_unavailable
 from kodo.errors import (
     ConflictError,
     DatabaseUnavailableError,
+    ForbiddenError,
     KodoError,
     NotFoundError,
     QueuePolicyError,
     RunStateError,
     SchemaError,
+    UnauthorizedError,
     UnavailableError,
     ValidationError,
 )
@@ -58,6 +60,10 @@ def to_http(exc: KodoError) -> tuple[int, dict[str, Any]]:
         return 400, {**body, "code": exc.code}
     if isinstance(exc, ValidationError):
         return 400, body
+    if isinstance(exc, UnauthorizedError):
+        return 401, body
+    if isinstance(exc, ForbiddenError):
+        return 403, body
     if isinstance(exc, NotFoundError):
         return 404, body
     if isinstance(exc, RunStateError):
@@ -77,7 +83,10 @@ def register(app: Flask) -> None:
         status, body = to_http(exc)
         if status >= 500 and not isinstance(exc, UnavailableError):
             log.error("unmapped kodo error: %s", exc, exc_info=exc)
-        return json_response(body, status)
+        resp = json_response(body, status)
+        if status == 401:
+            resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

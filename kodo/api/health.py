@@ -4,13 +4,19 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
+from typing_extensions import TypedDict
 
 from kodo.api.errors import json_response
+from kodo.api.openapi import UNAVAILABLE, operation
 from kodo.db.pool import Database
 from kodo.db.queries import Q
 from kodo.errors import DatabaseUnavailableError
 
 bp = Blueprint("health", __name__)
+
+
+class Health(TypedDict):
+    ok: bool
 
 
 def ping(db: Database) -> None:
@@ -23,6 +29,12 @@ def ping(db: Database) -> None:
 
 
 @bp.get("/healthz")
+@operation(
+    "Liveness: the process answers and so does its database",
+    {200: Health},
+    errors=(UNAVAILABLE,),
+    tags=("health",),
+)
 def healthz() -> Response:
     ping(current_app.extensions["kodo.runtime"].db)
     return json_response({"ok": True})

@@ -1,99 +1,49 @@
-"""`GET /openapi.json`: an OpenAPI 3.1 document of every route the app serves.
+"""`GET /openapi.json`: an OpenAPI 3.1 document of every route the app serves, built from the routes.
 
-The paths come from the app's URL map, so a served route cannot be missing; the schemas come from
-the pydantic models that validate requests (`kodo.intent.requests`) and the TypedDicts that check
-responses (`kodo.intent.projections`). The table below adds summaries and status codes.
+One place describes an operation: its route registration. Each view carries an `Operation`
+(`@operation(...)` under `@bp.get/post`), naming the pydantic models of its body and query and the
+types of its responses; the handler validates with the same models (`body_of`, `query_of`), so the
+document says exactly what the validators enforce. The paths come from the app's URL map (a served
+route cannot be missing), the schemas are pydantic's JSON Schemas of those models and of the
+TypedDicts that check responses (`kodo.intent.projections`, `kodo.intent.ops`), and every error
+response is `ErrorBody`. Three facts come from the running app, not from a model: the queue policy
+of a run start (`kodo.intent.policy.request_schema`: recipes in `app.recipes`, the partition law),
+the bearer tokens (`kodo.api.auth`: with `KODO_API_TOKENS` set, the protected operations say
+`security` and 401/403), and the body limit (413 on every operation that reads a body).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NotRequired
+from typing import Any, Literal, NotRequired, TypeVar
 
-from flask import Blueprint, Response, current_app
-from pydantic import ConfigDict, Field, TypeAdapter
+from flask import Blueprint, Flask, Response, current_app, request
+from pydantic import BaseModel, TypeAdapter
 from typing_extensions import TypedDict
 
 import kodo
+from kodo.api import auth
 from kodo.api.errors import json_response
-from kodo.intent.ops import (
-    CancelWorkflowRequest,
-    ForkAccepted,
-    ForkWorkflowRequest,
-    OpsAccepted,
-    OpsWorkflowDetail,
-    OpsWorkflowSummary,
-    ResumeWorkflowRequest,
-    WorkflowStepSummary,
-)
-from kodo.intent.projections import RunHeader, RunView, StepRow
-from kodo.intent.requests import Intent, NonEmptyStr, PlanApprovalRequest, RunEvent, RunRequest
+from kodo.api.schemas import parse_json_body, validate
+from kodo.intent.requests import TEXT_PATTERN, RunRequest
 
 bp = Blueprint("openapi", __name__)
 
+V = TypeVar("V", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
 
-class StartRunRequest(RunRequest):
-    """Body of `POST /api/runs`: a RunRequest plus the intent to run (checked first, §4.4)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="StartRunRequest")
-    intent_id: NonEmptyStr = Field(alias="intentId")
-
-
-# ---- response envelopes (the projections document themselves) ----------------------------------
-
-
-class Health(TypedDict):
-    ok: bool
+# ---- shapes every operation shares -----------------------------------------------------------------
 
 
 class ErrorBody(TypedDict):
-    """Every error: `error`, plus `details` (schema), `code` (queue policy) or `status` (409)."""
+    """Every error: `error`, plus `details` (schema), `code` (queue policy, 503) or `status` (409)."""
 
     error: str
     details: NotRequired[list[dict[str, Any]]]
-    code: NotRequired[Literal["queue_policy_violation"]]
+    code: NotRequired[Literal["queue_policy_violation", "db_unavailable"]]
     status: NotRequired[str]
-
-
-class IntentCreated(TypedDict):
-    intentId: str
-
-
-class RunStarted(TypedDict):
-    runId: str
-    workflowId: str
-
-
-class Accepted(TypedDict):
-    accepted: Literal[True]
-
-
-class ApprovalAccepted(TypedDict):
-    accepted: Literal[True]
-    runId: str
-    approvedAt: str
-
-
-class RetryAccepted(TypedDict):
-    accepted: Literal[True]
-    newRunId: str
-    fromStep: Literal["CompileST", "ApplyPatchST", "DecideST", "ExecuteST"]
-
-
-class WorkflowAccepted(TypedDict):
-    accepted: Literal[True]
-    workflowId: str
-
-
-class SleepAccepted(TypedDict):
-    accepted: Literal[True]
-    workflowID: str
-
-
-class Marks(TypedDict):
-    s1: int
-    s2: int
 
 
 class OpenApiDocument(TypedDict):
@@ -104,147 +54,153 @@ class OpenApiDocument(TypedDict):
 
 
 @dataclass(frozen=True)
-class Op:
-    """One documented operation: its request body, its responses (status -> schema, or a content map)."""
+class Link:
+    """An OpenAPI link from a success response to the operation of `endpoint` (a Flask endpoint):
+    `parameters` and `body` hold runtime expressions such as `$response.body#/runId`."""
+
+    endpoint: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route's description: what it reads, what it answers.
+
+    `responses` maps each success status to its type (a TypedDict, a model, `list[...]`) or to a
+    content map; `errors` lists the error statuses the handler itself answers (each an `ErrorBody`).
+    400 is added for any operation with a parameter or a body (NUL in an id or a query value), 404
+    for one with a path parameter (an empty segment matches no route), 413 for one with a body.
+    `body_required=False` means an empty body is read as `{}`.
+    """
 
     summary: str
-    responses: dict[int, Any]
-    body: type[Any] | None = None
-    query: tuple[str, ...] = ()  # query parameters; a trailing "?" marks one optional
-    tags: tuple[str, ...] = field(default=("intent",))
+    responses: Mapping[int, Any]
+    errors: tuple[int, ...] = ()
+    body: type[BaseModel] | None = None
+    body_required: bool = False
+    body_name: str | None = None  # the schema name in `invalid <Schema>: ...` (default: the title)
+    query: type[BaseModel] | None = None
+    tags: tuple[str, ...] = ("intent",)
+    links: Mapping[int, Mapping[str, Link]] = field(default_factory=dict)
+
+    @property
+    def schema_name(self) -> str:
+        assert self.body is not None
+        return self.body_name or str(self.body.model_config.get("title") or self.body.__name__)
 
 
-_RUN_ERRORS = {404: ErrorBody}
-_BODY_ERRORS = {400: ErrorBody}
-_ARTIFACT_CONTENT = {
-    "application/json": {"schema": {}},
-    "text/plain": {"schema": {"type": "string"}},
-    "image/svg+xml": {"schema": {"type": "string"}},
-}
+def operation(
+    summary: str,
+    responses: Mapping[int, Any],
+    *,
+    errors: tuple[int, ...] = (),
+    body: type[BaseModel] | None = None,
+    body_required: bool = False,
+    body_name: str | None = None,
+    query: type[BaseModel] | None = None,
+    tags: tuple[str, ...] = ("intent",),
+    links: Mapping[int, Mapping[str, Link]] | None = None,
+) -> Callable[[V], V]:
+    """Describe a view (put it under `@bp.get/post`): the document and the validators read this."""
+    op = Operation(summary, responses, errors, body, body_required, body_name, query, tags, links or {})
 
-OPERATIONS: dict[tuple[str, str], Op] = {
-    ("GET", "/healthz"): Op("Liveness", {200: Health}, tags=("health",)),
-    ("POST", "/crashdemo"): Op(
-        "Start the crash-demo workflow",
-        {202: WorkflowAccepted, **_BODY_ERRORS},
-        query=("wf",),
-        tags=("proof",),
-    ),
-    ("GET", "/marks"): Op("Crash-demo marks", {200: Marks, **_BODY_ERRORS}, query=("wf",), tags=("proof",)),
-    ("POST", "/slowstep"): Op(
-        "Start the slow-step workflow (step1, durable sleep of `sleep` ms, default 5000, step2)",
-        {202: WorkflowAccepted, **_BODY_ERRORS},
-        query=("wf", "sleep?"),
-        tags=("proof",),
-    ),
-    ("GET", "/slowmarks"): Op(
-        "Slow-step marks", {200: Marks, **_BODY_ERRORS}, query=("wf",), tags=("proof",)
-    ),
-    ("POST", "/api/ops/sleep"): Op(
-        "Start a durable sleep (TimeWorkflow.sleepWorkflow): wf = workflow and run id, sleep = ms "
-        "(1..86400000, default 5000); validated first, a 400 writes nothing; 409 if wf is another's",
-        {202: SleepAccepted, **_BODY_ERRORS, 409: ErrorBody},
-        query=("wf", "sleep?"),
-        tags=("time",),
-    ),
-    ("POST", "/intents"): Op("Create an intent (legacy)", {201: IntentCreated, **_BODY_ERRORS}, Intent),
-    ("POST", "/api/intents"): Op("Create an intent", {201: IntentCreated, **_BODY_ERRORS}, Intent),
-    ("POST", "/intents/{intent_id}/run"): Op(
-        "Start the intent's run (legacy, idempotent)",
-        {202: RunStarted, **_BODY_ERRORS, 404: ErrorBody, 500: ErrorBody},
-        RunRequest,
-    ),
-    ("GET", "/runs/{run_id}"): Op("RunView by run id or workflow id", {200: RunView, **_RUN_ERRORS}),
-    ("POST", "/runs/{run_id}/approve-plan"): Op(
-        "Approve the run's plan (legacy)",
-        {202: ApprovalAccepted, **_BODY_ERRORS, **_RUN_ERRORS},
-        PlanApprovalRequest,
-    ),
-    ("POST", "/runs/{run_id}/events"): Op(
-        "Send a human event to a waiting run",
-        {202: Accepted, **_BODY_ERRORS, **_RUN_ERRORS, 409: ErrorBody},
-        RunEvent,
-    ),
-    ("POST", "/runs/{run_id}/retry"): Op(
-        "Repair a failed run (body ignored)", {202: RetryAccepted, **_RUN_ERRORS, 409: ErrorBody}
-    ),
-    ("POST", "/api/runs"): Op(
-        "Start an intent's run (idempotent)",
-        {202: RunHeader, **_BODY_ERRORS, 404: ErrorBody, 500: ErrorBody},
-        StartRunRequest,
-    ),
-    ("GET", "/api/runs/{workflow_id}"): Op("RunHeader", {200: RunHeader, **_RUN_ERRORS}),
-    ("GET", "/api/runs/{workflow_id}/steps"): Op("StepRow[]", {200: list[StepRow], **_RUN_ERRORS}),
-    ("POST", "/api/runs/{workflow_id}/approve-plan"): Op(
-        "Approve the run's plan", {202: ApprovalAccepted, **_BODY_ERRORS, **_RUN_ERRORS}, PlanApprovalRequest
-    ),
-    ("GET", "/api/artifacts/{artifact_id}"): Op(
-        "Artifact content by URL-encoded URI", {200: _ARTIFACT_CONTENT, 404: ErrorBody}
-    ),
-    # The ops plane (§9): exactly these six routes under /api/ops/wf.
-    ("GET", "/api/ops/wf"): Op(
-        "Engine workflows, newest first (limit 1-200, default 20; unknown keys are a 400)",
-        {200: list[OpsWorkflowSummary], **_BODY_ERRORS},
-        query=("status?", "name?", "limit?"),
-        tags=("ops",),
-    ),
-    ("GET", "/api/ops/wf/{workflow_id}"): Op(
-        "One workflow and its audit trail (newest first)",
-        {200: OpsWorkflowDetail, 404: ErrorBody},
-        tags=("ops",),
-    ),
-    ("GET", "/api/ops/wf/{workflow_id}/steps"): Op(
-        "Its recorded operations (functionId from 0)",
-        {200: list[WorkflowStepSummary], 404: ErrorBody},
-        tags=("ops",),
-    ),
-    ("POST", "/api/ops/wf/{workflow_id}/cancel"): Op(
-        "Cancel (from PENDING or ENQUEUED; stops at the next step boundary), audited",
-        {202: OpsAccepted, **_BODY_ERRORS, 404: ErrorBody, 409: ErrorBody},
-        CancelWorkflowRequest,
-        tags=("ops",),
-    ),
-    ("POST", "/api/ops/wf/{workflow_id}/resume"): Op(
-        "Resume the same id from its checkpoints (from CANCELLED or ENQUEUED), audited",
-        {202: OpsAccepted, **_BODY_ERRORS, 404: ErrorBody, 409: ErrorBody},
-        ResumeWorkflowRequest,
-        tags=("ops",),
-    ),
-    ("POST", "/api/ops/wf/{workflow_id}/fork"): Op(
-        "Fork: a new id reusing the operations before stepN (409 past the last one), audited",
-        {202: ForkAccepted, **_BODY_ERRORS, 404: ErrorBody, 409: ErrorBody},
-        ForkWorkflowRequest,
-        tags=("ops",),
-    ),
-    ("GET", "/openapi.json"): Op("This document", {200: OpenApiDocument}, tags=("meta",)),
-}
+    def mark(view: V) -> V:
+        view.kodo_operation = op  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def operation_of(app: Flask, endpoint: str) -> Operation | None:
+    op: Operation | None = getattr(app.view_functions.get(endpoint), "kodo_operation", None)
+    return op
+
+
+def current_operation() -> Operation:
+    op = operation_of(current_app, request.endpoint or "")
+    if op is None:
+        raise LookupError(f"route {request.endpoint} has no @operation")
+    return op
+
+
+def body_of(model: type[M], *, empty_as_object: bool = True) -> M:
+    """The request body, parsed and validated against the operation's body model (`model` must be
+    it: the document shows that one)."""
+    op = current_operation()
+    if op.body is not model:
+        raise LookupError(f"route {request.endpoint} documents {op.body}, not {model}")
+    return validate(
+        model, parse_json_body(request.get_data(), empty_as_object=empty_as_object), op.schema_name
+    )
+
+
+# ---- the document ----------------------------------------------------------------------------------
+
+# Error statuses an operation documents (the statuses themselves are chosen by kodo.api.errors).
+NOT_FOUND, CONFLICT, INTERNAL, UNAVAILABLE = 404, 409, 500, 503
 
 _REF = "#/components/schemas/{model}"
 _ARG = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+_ERROR = {"application/json": {"schema": {"$ref": _REF.format(model="ErrorBody")}}}
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DESCRIPTIONS = {
+    400: "bad request (`invalid json`, `invalid <Schema>: ...` with `details`, a queue policy `code`, "
+    "or NUL / an unpaired surrogate in a path id or query value)",
+    401: "`unauthorized`: no `Authorization: Bearer <token>` header (with KODO_API_TOKENS set)",
+    403: "`forbidden`: the bearer token is not one of KODO_API_TOKENS",
+    404: "not found",
+    409: "conflict with the resource's state",
+    413: "`request body too large` (KODO_MAX_BODY_BYTES)",
+    500: "internal error (a start whose enqueue failed leaves its run `failed`)",
+    503: "a dependency does not answer",
+}
+PATH_PARAMETER = {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN}
 
 
 def _path(rule: str) -> str:
     return _ARG.sub(r"{\1}", rule)
 
 
-def _schema_types() -> list[Any]:
-    seen: list[Any] = []
-    for op in OPERATIONS.values():
-        for t in [op.body, *op.responses.values()]:
-            if t is not None and not isinstance(t, dict) and t not in seen:
-                seen.append(t)
-    return seen
+def _operation_id(method: str, endpoint: str) -> str:
+    return f"{method.lower()}_{endpoint.replace('.', '_')}"
 
 
-def _schemas() -> tuple[dict[Any, Any], dict[str, Any]]:
-    """JSON Schemas of every documented type: (type -> schema or $ref, named component schemas)."""
-    types = _schema_types()
-    mode = {t: "validation" if t in {o.body for o in OPERATIONS.values()} else "serialization" for t in types}
-    keyed, defs = TypeAdapter.json_schemas(
-        [(i, mode[t], TypeAdapter(t)) for i, t in enumerate(types)],  # type: ignore[misc]
+def _routes(app: Flask) -> list[tuple[str, str, list[str], str, Operation | None]]:
+    """(method, path, path args, endpoint, operation) of every served route, sorted by path."""
+    out = []
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static":
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            out.append(
+                (
+                    method,
+                    _path(rule.rule),
+                    _ARG.findall(rule.rule),
+                    rule.endpoint,
+                    operation_of(app, rule.endpoint),
+                )
+            )
+    return out
+
+
+def _schemas(ops: list[Operation]) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """JSON Schemas of every documented type: (type -> schema or $ref, named component schemas).
+    Bodies and queries in validation mode (what is accepted), responses in serialization mode."""
+    keyed: list[tuple[Any, Literal["validation", "serialization"]]] = []
+    for op in ops:
+        for t in (op.body, op.query):
+            if t is not None and (t, "validation") not in keyed:
+                keyed.append((t, "validation"))
+        for t in [*op.responses.values(), ErrorBody]:
+            if not isinstance(t, dict) and (t, "serialization") not in keyed:
+                keyed.append((t, "serialization"))
+    schemas, defs = TypeAdapter.json_schemas(
+        [(i, mode, TypeAdapter(t)) for i, (t, mode) in enumerate(keyed)],
         ref_template=_REF,
     )
-    by_type = {t: keyed[(i, mode[t])] for i, t in enumerate(types)}  # type: ignore[index]
+    by_type = {(t, mode): schemas[(i, mode)] for i, (t, mode) in enumerate(keyed)}
     return by_type, defs.get("$defs", {})
 
 
@@ -252,61 +208,128 @@ def _json(schema: Any) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _operation(
-    method: str, path: str, args: list[str], endpoint: str, by_type: dict[Any, Any]
-) -> dict[str, Any]:
-    op = OPERATIONS.get((method, path))
-    params = [{"name": a, "in": "path", "required": True, "schema": {"type": "string"}} for a in args]
-    if op is None:  # a route nobody described yet: listed, with the bare minimum
-        return {
-            "operationId": f"{method.lower()}_{endpoint.replace('.', '_')}",
-            "parameters": params,
-            "responses": {"default": {"description": "see contract-api.md"}},
-        }
-    params += [
-        {"name": q.rstrip("?"), "in": "query", "required": not q.endswith("?"), "schema": {"type": "string"}}
-        for q in op.query
-    ]
-    out: dict[str, Any] = {
-        "operationId": f"{method.lower()}_{endpoint.replace('.', '_')}",
-        "summary": op.summary,
-        "tags": list(op.tags),
-    }
-    if params:
-        out["parameters"] = params
-    if op.body is not None:
-        out["requestBody"] = {"required": False, "content": _json(by_type[op.body])}
-    out["responses"] = {
-        str(status): {
-            "description": "error" if status >= 400 else "ok",
-            "content": schema if isinstance(schema, dict) else _json(by_type[schema]),
-        }
-        for status, schema in op.responses.items()
-    }
+def _query_parameters(model: type[BaseModel], schema: dict[str, Any]) -> list[dict[str, Any]]:
+    required = set(schema.get("required", []))
+    params = []
+    for name, given in schema.get("properties", {}).items():
+        prop = {k: v for k, v in given.items() if k != "title"}
+        # An optional query value is absent, never `null`: the query string has no null.
+        if "anyOf" in prop and {"type": "null"} in prop["anyOf"]:
+            rest = [s for s in prop.pop("anyOf") if s != {"type": "null"}]
+            prop = {**(rest[0] if len(rest) == 1 else {"anyOf": rest}), **prop}
+            if prop.get("default", 0) is None:
+                del prop["default"]
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        params.append(param)
+    return params
+
+
+def _links(app: Flask, links: Mapping[str, Link]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, link in links.items():
+        methods = next((r.methods for r in app.url_map.iter_rules() if r.endpoint == link.endpoint), None)
+        if not methods:
+            continue
+        (method,) = set(methods) - {"HEAD", "OPTIONS"}
+        target: dict[str, Any] = {"operationId": _operation_id(method, link.endpoint)}
+        if link.parameters:
+            target["parameters"] = dict(link.parameters)
+        if link.body is not None:
+            target["requestBody"] = dict(link.body)
+        out[name] = target
     return out
 
 
-def document() -> dict[str, Any]:
-    """The OpenAPI document of the current app."""
-    by_type, defs = _schemas()
+def _describe(
+    app: Flask,
+    method: str,
+    path: str,
+    args: list[str],
+    endpoint: str,
+    op: Operation | None,
+    by_type: dict[Any, Any],
+    defs: dict[str, Any],
+    policy: dict[str, Any] | None,
+) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [
+        {"name": a, "in": "path", "required": True, "schema": PATH_PARAMETER} for a in args
+    ]
+    out: dict[str, Any] = {"operationId": _operation_id(method, endpoint)}
+    if op is None:  # a route nobody described: listed, with the bare minimum (a unit test forbids it)
+        out["parameters"] = params
+        out["responses"] = {"default": {"description": "undescribed"}}
+        return out
+    out["summary"] = op.summary
+    out["tags"] = list(op.tags)
+    if op.query is not None:
+        name = by_type[(op.query, "validation")]["$ref"].rsplit("/", 1)[-1]
+        params += _query_parameters(op.query, defs[name])
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        schema = by_type[(op.body, "validation")]
+        required = op.body_required
+        if policy is not None and issubclass(op.body, RunRequest):
+            schema = {"allOf": [schema, policy]}
+            required = required or bool(policy.get("required"))  # `{}` (an empty body) fails it
+        out["requestBody"] = {"required": required, "content": _json(schema)}
+    responses: dict[str, Any] = {}
+    for status, kind in op.responses.items():
+        content = kind if isinstance(kind, dict) else _json(by_type[(kind, "serialization")])
+        responses[str(status)] = {"description": "ok", "content": content}
+        if op.links.get(status):
+            responses[str(status)]["links"] = _links(app, op.links[status])
+    errors = set(op.errors)
+    if params or op.body is not None:
+        errors.add(400)
+    if args:
+        errors.add(404)
+    if op.body is not None or method in _BODY_METHODS:
+        errors.add(413)
+    if auth.enabled(app) and auth.protected(method, path):
+        out["security"] = [{auth.SCHEME: []}]
+        errors |= {401, 403}
+    for status in sorted(errors):
+        responses[str(status)] = {"description": _DESCRIPTIONS.get(status, "error"), "content": _ERROR}
+    out["responses"] = responses
+    return out
+
+
+def document(app: Flask | None = None, policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenAPI document of `app` (default: the current one). `policy` is the JSON Schema every
+    run start's body must also meet (the queue policy's; `kodo.intent.policy.request_schema`)."""
+    app = app or current_app
+    routes = _routes(app)
+    by_type, defs = _schemas([op for *_, op in routes if op is not None])
     paths: dict[str, dict[str, Any]] = {}
-    for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
-            continue
-        path = _path(rule.rule)
-        args = _ARG.findall(rule.rule)
-        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = _operation(
-                method, path, args, rule.endpoint, by_type
-            )
+    for method, path, args, endpoint, op in routes:
+        paths.setdefault(path, {})[method.lower()] = _describe(
+            app, method, path, args, endpoint, op, by_type, defs, policy
+        )
+    components: dict[str, Any] = {
+        "schemas": defs,
+        "securitySchemes": {
+            auth.SCHEME: {"type": "http", "scheme": "bearer", "description": auth.DESCRIPTION}
+        },
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "kodo", "version": kodo.__version__},
+        "info": {
+            "title": "kodo",
+            "version": kodo.__version__,
+            "description": "Errors are JSON `ErrorBody`. Wrong methods are 404 `not found` (no 405). "
+            "Strings hold no NUL or unpaired surrogate. " + auth.DESCRIPTION,
+        },
         "paths": paths,
-        "components": {"schemas": defs},
+        "components": components,
     }
 
 
 @bp.get("/openapi.json")
+@operation("This document", {200: OpenApiDocument}, tags=("meta",))
 def openapi_json() -> Response:
-    return json_response(document())
+    from kodo.api.intents import service
+
+    return json_response(document(policy=service().run_policy_schema()))

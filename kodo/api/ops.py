@@ -13,14 +13,21 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
+from kodo.api import auth
 from kodo.api.errors import json_response
-from kodo.api.schemas import parse_json_body, validate
+from kodo.api.openapi import CONFLICT, NOT_FOUND, Link, body_of, operation
+from kodo.api.schemas import validate
 from kodo.intent.ops import (
     CancelWorkflowRequest,
+    ForkAccepted,
     ForkWorkflowRequest,
     ListWorkflowsQuery,
+    OpsAccepted,
     OpsService,
+    OpsWorkflowDetail,
+    OpsWorkflowSummary,
     ResumeWorkflowRequest,
+    WorkflowStepSummary,
 )
 
 SERVICE_KEY = "kodo.ops"
@@ -63,7 +70,33 @@ def _accepted(workflow_id: str, **extra: str) -> Response:
     return json_response({"accepted": True, "workflowID": workflow_id, **extra}, 202)
 
 
+def _actor(given: str | None) -> str | None:
+    """The audit row's actor: the bearer token's name when tokens are on, else the body's."""
+    return auth.principal() or given
+
+
+def workflow_links(workflow_id: str) -> dict[str, Link]:
+    """What a workflow id can be asked next (the stateful tests follow these)."""
+    return {
+        "GetWorkflow": Link("ops.get_workflow", {"workflow_id": workflow_id}),
+        "GetWorkflowSteps": Link("ops.get_workflow_steps", {"workflow_id": workflow_id}),
+        "CancelWorkflow": Link("ops.cancel_workflow", {"workflow_id": workflow_id}),
+        "ResumeWorkflow": Link("ops.resume_workflow", {"workflow_id": workflow_id}),
+        "ForkWorkflow": Link("ops.fork_workflow", {"workflow_id": workflow_id}),
+    }
+
+
+_WID = "$response.body#/workflowID"
+_TAGS = ("ops",)
+
+
 @bp.get("/api/ops/wf")
+@operation(
+    "Engine workflows, newest first (limit 1-200, default 20; unknown keys are a 400)",
+    {200: list[OpsWorkflowSummary]},
+    query=ListWorkflowsQuery,
+    tags=_TAGS,
+)
 def list_workflows() -> Response:
     query = validate(ListWorkflowsQuery, _query(), "ListWorkflowsQuery")
     statuses = [query.status] if query.status is not None else None
@@ -71,33 +104,60 @@ def list_workflows() -> Response:
 
 
 @bp.get("/api/ops/wf/<workflow_id>")
+@operation("One workflow and its audit trail (newest first)", {200: OpsWorkflowDetail}, tags=_TAGS)
 def get_workflow(workflow_id: str) -> Response:
     return json_response(service().get(workflow_id))
 
 
 @bp.get("/api/ops/wf/<workflow_id>/steps")
+@operation("Its recorded operations (functionId from 0)", {200: list[WorkflowStepSummary]}, tags=_TAGS)
 def get_workflow_steps(workflow_id: str) -> Response:
     return json_response(service().steps(workflow_id))
 
 
 @bp.post("/api/ops/wf/<workflow_id>/cancel")
+@operation(
+    "Cancel (from PENDING or ENQUEUED; stops at the next step boundary), audited",
+    {202: OpsAccepted},
+    errors=(NOT_FOUND, CONFLICT),
+    body=CancelWorkflowRequest,
+    tags=_TAGS,
+    links={202: workflow_links(_WID)},
+)
 def cancel_workflow(workflow_id: str) -> Response:
-    req = validate(CancelWorkflowRequest, parse_json_body(request.get_data()), "CancelWorkflowRequest")
-    service().cancel(workflow_id, actor=req.actor, reason=req.reason)
+    req = body_of(CancelWorkflowRequest)
+    service().cancel(workflow_id, actor=_actor(req.actor), reason=req.reason)
     return _accepted(workflow_id)
 
 
 @bp.post("/api/ops/wf/<workflow_id>/resume")
+@operation(
+    "Resume the same id from its checkpoints (from CANCELLED or ENQUEUED), audited",
+    {202: OpsAccepted},
+    errors=(NOT_FOUND, CONFLICT),
+    body=ResumeWorkflowRequest,
+    tags=_TAGS,
+    links={202: workflow_links(_WID)},
+)
 def resume_workflow(workflow_id: str) -> Response:
-    req = validate(ResumeWorkflowRequest, parse_json_body(request.get_data()), "ResumeWorkflowRequest")
-    service().resume(workflow_id, actor=req.actor, reason=req.reason)
+    req = body_of(ResumeWorkflowRequest)
+    service().resume(workflow_id, actor=_actor(req.actor), reason=req.reason)
     return _accepted(workflow_id)
 
 
 @bp.post("/api/ops/wf/<workflow_id>/fork")
+@operation(
+    "Fork: a new id reusing the operations before stepN (409 past the last one), audited",
+    {202: ForkAccepted},
+    errors=(NOT_FOUND, CONFLICT),
+    body=ForkWorkflowRequest,
+    body_required=True,
+    tags=_TAGS,
+    links={202: workflow_links("$response.body#/forkedWorkflowID")},
+)
 def fork_workflow(workflow_id: str) -> Response:
-    req = validate(ForkWorkflowRequest, parse_json_body(request.get_data()), "ForkWorkflowRequest")
+    req = body_of(ForkWorkflowRequest)
     forked = service().fork(
-        workflow_id, req.step_n, app_version=req.app_version, actor=req.actor, reason=req.reason
+        workflow_id, req.step_n, app_version=req.app_version, actor=_actor(req.actor), reason=req.reason
     )
     return _accepted(workflow_id, forkedWorkflowID=forked)

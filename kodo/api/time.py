@@ -9,11 +9,14 @@ intent, run and workflow rows commit in one transaction (`kodo.intent.timewf.sta
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app, request
+from typing_extensions import TypedDict
 
 from kodo.api.errors import json_response
+from kodo.api.openapi import CONFLICT, operation
+from kodo.api.ops import workflow_links
 from kodo.api.schemas import validate
 from kodo.intent import timewf
 from kodo.runtime import Runtime
@@ -35,7 +38,21 @@ def _query() -> dict[str, Any]:
     return query
 
 
+class SleepAccepted(TypedDict):
+    accepted: Literal[True]
+    workflowID: str
+
+
 @bp.post("/api/ops/sleep")
+@operation(
+    "Start a durable sleep (TimeWorkflow.sleepWorkflow): wf = workflow and run id, sleep = ms; "
+    "validated first, a 400 writes nothing; 409 if wf is another's",
+    {202: SleepAccepted},
+    errors=(CONFLICT,),
+    query=timewf.SleepWorkflowRequest,
+    tags=("time",),
+    links={202: workflow_links("$response.body#/workflowID")},
+)
 def start_sleep() -> Response:
     req = validate(timewf.SleepWorkflowRequest, _query(), "SleepWorkflowRequest")
     rt: Runtime = current_app.extensions["kodo.runtime"]

@@ -34,6 +34,7 @@ from kodo.errors import ConflictError, NotFoundError
 from kodo.intent import artifacts
 from kodo.intent.canonical import sha256_hex
 from kodo.intent.projections import EgressError, iso
+from kodo.intent.requests import Text
 from kodo.states import WorkflowStatus
 from kodo.workflow import serde
 from kodo.workflow.client import Audit, Client
@@ -62,7 +63,7 @@ class ListWorkflowsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, title="ListWorkflowsQuery")
 
     status: StatusName | None = None
-    name: str | None = None
+    name: Text | None = None
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
 
 
@@ -71,8 +72,8 @@ class CancelWorkflowRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="CancelWorkflowRequest")
 
-    actor: str | None = None
-    reason: str | None = None
+    actor: Text | None = None
+    reason: Text | None = None
 
 
 class ResumeWorkflowRequest(BaseModel):
@@ -80,8 +81,8 @@ class ResumeWorkflowRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="ResumeWorkflowRequest")
 
-    actor: str | None = None
-    reason: str | None = None
+    actor: Text | None = None
+    reason: Text | None = None
 
 
 class ForkWorkflowRequest(BaseModel):
@@ -91,9 +92,9 @@ class ForkWorkflowRequest(BaseModel):
 
     step_n: Annotated[int, Field(ge=1)] = Field(alias="stepN")
     # Non-empty: an empty version (`"appVersion":"$V"` with V unset) would silently mean "this one".
-    app_version: Annotated[str, Field(min_length=1)] | None = Field(default=None, alias="appVersion")
-    actor: str | None = None
-    reason: str | None = None
+    app_version: Annotated[Text, Field(min_length=1)] | None = Field(default=None, alias="appVersion")
+    actor: Text | None = None
+    reason: Text | None = None
 
 
 # ---- responses (§9.1-9.3), each checked on the way out ------------------------------------------

@@ -7,13 +7,14 @@ original's exact message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kodo.db.pool import Conn
 from kodo.db.queries import Q
 from kodo.errors import QueuePolicyError
-from kodo.intent.requests import RunRequest
+from kodo.intent.requests import NON_BLANK_TEXT_PATTERN, RunRequest
 from kodo.queues import INTENT_QUEUE, REQUESTABLE_QUEUES
 
 DEFAULT_RECIPE = "compile-default"
@@ -54,6 +55,63 @@ def resolve(c: Conn, req: RunRequest, *, partition_law: bool) -> QueuePolicy:
         Q["api_find_recipe"], {"name": recipe_name_of(req), "version": req.recipe_version}
     ).fetchone()
     return check(None if row is None else _recipe(row), req, partition_law=partition_law)
+
+
+def recipes(c: Conn) -> list[Recipe]:
+    return [_recipe(row) for row in c.execute(Q["api_list_recipes"]).fetchall()]
+
+
+def request_schema(recipes: Sequence[Recipe], *, partition_law: bool) -> dict[str, Any]:
+    """The JSON Schema of what `check` admits beyond the RunRequest model, for `/openapi.json`: one
+    branch per recipe (its name, its version, the queue it resolves to, its caps), non-blank
+    tenantId/taskKey and, under the partition law, a non-blank queuePartitionKey. A body valid by
+    RunRequest and by this schema passes the policy."""
+    latest: dict[str, int] = {}
+    for r in recipes:
+        latest[r.name] = max(r.version, latest.get(r.name, r.version))
+    branches: list[dict[str, Any]] = []
+    for r in recipes:
+        required: list[str] = []
+        if r.name != DEFAULT_RECIPE:
+            required.append("recipeName")
+        if r.version != latest[r.name]:
+            required.append("recipeVersion")
+        if r.queue_name != INTENT_QUEUE:
+            required.append("queueName")
+        branches.append(
+            {
+                "required": required,
+                "properties": {
+                    "recipeName": {"enum": [r.name, None] if r.name == DEFAULT_RECIPE else [r.name]},
+                    "recipeVersion": {
+                        "enum": [r.version, None] if r.version == latest[r.name] else [r.version]
+                    },
+                    "queueName": {
+                        "enum": [INTENT_QUEUE, None] if r.queue_name == INTENT_QUEUE else [INTENT_QUEUE]
+                    },
+                    "workload": {
+                        "properties": {
+                            "concurrency": {"maximum": r.max_concurrency},
+                            "steps": {"maximum": r.max_steps},
+                            "sandboxMinutes": {"maximum": r.max_sandbox_minutes},
+                        }
+                    },
+                },
+            }
+        )
+    non_blank = {"pattern": NON_BLANK_TEXT_PATTERN}
+    schema: dict[str, Any] = {
+        "title": "QueuePolicy",
+        "description": "The queue policy (contract-api §5.2; a violation is 400 `queue_policy_violation`): "
+        "a recipe of app.recipes (default compile-default, its latest version), a parent on intentQ, "
+        "the recipe's workload caps, non-blank tenantId and taskKey"
+        + (", and a non-blank queuePartitionKey (SBX_QUEUE_PARTITION)." if partition_law else "."),
+        "properties": {"tenantId": non_blank, "taskKey": non_blank, "queuePartitionKey": non_blank},
+        "anyOf": branches or [{"not": {}}],
+    }
+    if partition_law:
+        schema["required"] = ["queuePartitionKey"]
+    return schema
 
 
 def _recipe(row: dict[str, Any]) -> Recipe:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, TypeAdapter
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+from typing_extensions import TypeAliasType
 
 from kodo.queues import QueueName
 
@@ -32,12 +34,15 @@ __all__ = [
     "MAX_ID_CHARS",
     "MAX_NOTES_CHARS",
     "MAX_TIMEOUT_MS",
+    "TEXT_PATTERN",
     "Intent",
     "NonEmptyStr",
     "PlanApprovalRequest",
     "QueueName",
     "RunEvent",
     "RunRequest",
+    "StartRunRequest",
+    "Text",
     "Workload",
     "find_bad_text",
 ]
@@ -86,13 +91,54 @@ def _clean(value: Any) -> Any:
     return value
 
 
+# What `_clean` enforces, as the JSON Schema says it (`/openapi.json`): no NUL. A lone surrogate is no
+# Unicode scalar value, so a schema's string cannot hold one anyway (its refusal is in the description).
+TEXT_PATTERN = r"^[^\u0000]*$"
+NON_BLANK_TEXT_PATTERN = r"^[^\u0000]*[^\u0000\s][^\u0000]*$"  # the same, and not only whitespace
+_TEXT_DOC = Field(json_schema_extra={"pattern": TEXT_PATTERN})
 _CLEAN = AfterValidator(_clean)
-NonEmptyStr = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), _CLEAN]
-IdStr = Annotated[str, Field(max_length=MAX_ID_CHARS), _CLEAN]
-GoalStr = Annotated[str, Field(min_length=1, max_length=MAX_GOAL_CHARS), _CLEAN]
-EventType = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"\S"), _CLEAN]  # non-blank
-NotesStr = Annotated[str, Field(max_length=MAX_NOTES_CHARS), _CLEAN]
-JsonObject = Annotated[dict[str, Any], AfterValidator(_clean)]
+Text = Annotated[str, _CLEAN, _TEXT_DOC]  # any length, no NUL or lone surrogate
+NonEmptyStr = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), _CLEAN, _TEXT_DOC]
+IdStr = Annotated[str, Field(max_length=MAX_ID_CHARS), _CLEAN, _TEXT_DOC]
+GoalStr = Annotated[str, Field(min_length=1, max_length=MAX_GOAL_CHARS), _CLEAN, _TEXT_DOC]
+EventType = Annotated[  # non-blank
+    str,
+    Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"\S"),
+    _CLEAN,
+    Field(json_schema_extra={"pattern": NON_BLANK_TEXT_PATTERN}),
+]
+NotesStr = Annotated[str, Field(max_length=MAX_NOTES_CHARS), _CLEAN, _TEXT_DOC]
+
+
+class _CleanKeys:
+    """JSON Schema only: an object's keys hold no NUL (`_clean` enforces it)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core)
+        schema.pop("patternProperties", None)
+        return {**schema, "propertyNames": {"pattern": TEXT_PATTERN}}
+
+
+# Any JSON value whose strings and keys, at any depth, hold no NUL: what `_clean` lets through, as the
+# document shows it (`JsonValue`). Validation does not use it: parsed JSON is already of these types.
+JsonValue = TypeAliasType(
+    "JsonValue",
+    "Annotated[str, Field(pattern=TEXT_PATTERN)] | float | bool | list[JsonValue] "
+    "| Annotated[dict[str, JsonValue], _CleanKeys] | None",
+)
+_JSON_OBJECT_DOC = TypeAdapter(Annotated[dict[str, JsonValue], _CleanKeys]).core_schema
+
+
+class _JsonObjectDoc:
+    """JSON Schema only: the object's schema is `_JSON_OBJECT_DOC`."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(_JSON_OBJECT_DOC)
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_clean), _JsonObjectDoc]
 NonNegativeInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
 TimeoutMs = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MS)]
@@ -153,3 +199,14 @@ class PlanApprovalRequest(BaseModel):
 
     approved_by: NonEmptyStr = Field(alias="approvedBy")
     notes: NotesStr | None = None
+
+
+class StartRunRequest(RunRequest):
+    """Body of `POST /api/runs`: a RunRequest plus the intent to run (checked first, §4.4).
+
+    The route reads `intentId` itself (400 `intentId required` when it is missing or empty) and
+    validates the other keys as `RunRequest`; this model is what the document shows of the whole."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="StartRunRequest")
+
+    intent_id: NonEmptyStr = Field(alias="intentId")

@@ -28,6 +28,8 @@ from kodo.intent import (
 )
 from kodo.intent.ids import INTENT_PREFIX, RUN_PREFIX, IdGenerator
 from kodo.intent.policy import QueuePolicy
+from kodo.intent.policy import recipes as list_recipes
+from kodo.intent.policy import request_schema as policy_schema
 from kodo.intent.policy import resolve as resolve_policy
 from kodo.intent.requests import Intent, RunEvent, RunRequest
 from kodo.intent.workflow import from_step
@@ -109,6 +111,12 @@ class IntentService:
         """The queue policy of a parent start (QueuePolicyError when it fails)."""
         with self.db.conn() as c:
             return resolve_policy(c, req, partition_law=self.settings.sbx_queue_partition)
+
+    def run_policy_schema(self) -> dict[str, Any]:
+        """The queue policy as a JSON Schema over RunRequest (the document's part of it)."""
+        with self.db.conn() as c:
+            recipes = list_recipes(c)
+        return policy_schema(recipes, partition_law=self.settings.sbx_queue_partition)
 
     def start_run(self, intent_id: str, req: RunRequest, policy: QueuePolicy) -> Row:
         """Idempotent start (contract-api §6.2): the run row and its workflow row commit together.

@@ -94,7 +94,7 @@ def test_openapi_documents_the_six_routes_and_the_slowstep_proof(http: FlaskClie
     assert fork["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ForkWorkflowRequest"
     }
-    assert set(fork["responses"]) == {"202", "400", "404", "409"}
+    assert set(fork["responses"]) == {"202", "400", "404", "409", "413"}
     schemas = doc["components"]["schemas"]
     assert schemas["ForkWorkflowRequest"]["required"] == ["stepN"]
     assert schemas["ForkWorkflowRequest"]["additionalProperties"] is False

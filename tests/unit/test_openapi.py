@@ -50,7 +50,7 @@ def test_document_lists_exactly_the_served_routes(app: Flask, doc: dict[str, Any
     # Every route has its own description (none fell back to the bare listing).
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
-            assert "summary" in op, f"{method.upper()} {path} is not described in kodo.api.openapi.OPERATIONS"
+            assert "summary" in op, f"{method.upper()} {path} has no @operation (kodo.api.openapi)"
 
 
 def test_contract_routes_are_present(doc: dict[str, Any]) -> None:
@@ -97,9 +97,11 @@ def test_operation_schemas(
     if body is None:
         assert "requestBody" not in op
     else:
-        assert op["requestBody"]["content"]["application/json"]["schema"] == {
-            "$ref": f"#/components/schemas/{body}"
-        }
+        schema = op["requestBody"]["content"]["application/json"]["schema"]
+        if body in ("RunRequest", "StartRunRequest"):  # and the queue policy's constraints
+            assert schema["allOf"][1]["title"] == "QueuePolicy"
+            schema = schema["allOf"][0]
+        assert schema == {"$ref": f"#/components/schemas/{body}"}
     assert op["responses"][ok_status]["content"]["application/json"]["schema"] == {
         "$ref": f"#/components/schemas/{ok_schema}"
     }
@@ -199,3 +201,40 @@ def test_every_reference_resolves(doc: dict[str, Any]) -> None:
 def test_artifact_content_types(doc: dict[str, Any]) -> None:
     content = doc["paths"]["/api/artifacts/{artifact_id}"]["get"]["responses"]["200"]["content"]
     assert set(content) == {"application/json", "text/plain", "image/svg+xml"}
+
+
+def test_every_error_response_is_an_error_body_and_parameters_say_no_nul(doc: dict[str, Any]) -> None:
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for status, response in op["responses"].items():
+                if status.isdigit() and int(status) >= 400:
+                    assert response["content"] == {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                    }, (method, path, status)
+            for param in op.get("parameters", []):
+                if param["schema"].get("type") == "string" and "enum" not in param["schema"]:  # no NUL
+                    assert re.search(param["schema"]["pattern"], "a\x00b") is None, (method, path, param)
+            if op.get("parameters") or "requestBody" in op:
+                assert "400" in op["responses"], (method, path)
+
+
+def test_the_document_says_what_the_validators_require(doc: dict[str, Any]) -> None:
+    """The findings of the first schemathesis run: required query values and bodies are marked."""
+    marks = doc["paths"]["/marks"]["get"]["parameters"]
+    assert [(p["name"], p["required"]) for p in marks] == [("wf", True)]
+    assert marks[0]["schema"]["minLength"] == 1 and "\\s" in marks[0]["schema"]["pattern"]
+    assert doc["paths"]["/api/runs"]["post"]["requestBody"]["required"] is True
+    # Under the partition law (the default), an empty body ({}) fails the queue policy: required.
+    assert doc["paths"]["/intents/{intent_id}/run"]["post"]["requestBody"]["required"] is True
+    policy = doc["paths"]["/api/runs"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "allOf"
+    ][1]
+    assert policy["required"] == ["queuePartitionKey"]
+    assert {b["properties"]["recipeName"]["enum"][0] for b in policy["anyOf"]} == {
+        "compile-default",
+        "sandbox-default",
+        "control-default",
+    }
+    slow = {p["name"]: p for p in doc["paths"]["/slowstep"]["post"]["parameters"]}
+    assert slow["sleep"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 5000}
+    assert not slow["sleep"]["required"]

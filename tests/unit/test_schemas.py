@@ -16,7 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from kodo.api.errors import to_http
 from kodo.api.schemas import parse_json_body, validate
 from kodo.errors import KodoError, SchemaError, ValidationError
-from kodo.intent.requests import Intent, PlanApprovalRequest, RunEvent, RunRequest
+from kodo.intent.requests import NON_BLANK_TEXT_PATTERN, Intent, PlanApprovalRequest, RunEvent, RunRequest
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "Intent": Intent,
@@ -400,4 +400,5 @@ def test_the_bounds_are_in_the_json_schema() -> None:
     assert props["timeoutMS"]["anyOf"][0] == {"maximum": 2**31 - 1, "minimum": 1, "type": "integer"}
     assert props["traceId"]["anyOf"][0]["maxLength"] == 256
     event = RunEvent.model_json_schema()["properties"]["type"]
-    assert (event["minLength"], event["maxLength"], event["pattern"]) == (1, 256, r"\S")
+    # Not blank, and no NUL: the pattern the document shows (the model checks `\S` and `_clean`).
+    assert (event["minLength"], event["maxLength"], event["pattern"]) == (1, 256, NON_BLANK_TEXT_PATTERN)

@@ -1,6 +1,12 @@
 -- The HTTP API's reads and writes of the intent product (contract-api §4-§8). Every write here runs
 -- after the request passed its parsing, schema and policy checks (a rejected request writes nothing).
 
+-- name: api_list_recipes
+-- Every recipe (the queue policy's part of /openapi.json).
+SELECT name, version, queue_name, max_concurrency, max_steps, max_sandbox_minutes
+FROM app.recipes
+ORDER BY name, version
+
 -- name: api_find_recipe
 -- A recipe by name: the exact version if one is given, else the latest (queue policy, read-only).
 -- numeric, so an out-of-range version finds nothing instead of failing the cast.
