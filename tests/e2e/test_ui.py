@@ -29,13 +29,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.e2e.live import STEPS, LiveSystem
+from tests.e2e.live import STEPS, LiveSystem, SystemFactory
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 SHOT_DIR = REPO / ".tmp" / "ui-screenshots"
 DOC_SHOT = REPO / "docs" / "ui-run-page.png"
 UI_WAIT_MS = 20_000
+TOKEN = "ui-e2e-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +308,35 @@ def test_ops_board_cancel_resume_fork(page: Page, live_system: LiveSystem) -> No
     assert forked and forked != wid
     expect(_ops_row(page, forked)).to_be_visible(timeout=UI_WAIT_MS)
     _until(lambda: sut.get(f"/api/ops/wf/{forked}").json()["status"] == "SUCCESS", "the fork's SUCCESS", sut)
+
+
+def test_bearer_token_and_trace_link(browser: Browser, make_system: SystemFactory) -> None:
+    """With KODO_API_TOKENS on, a start without the token is refused on the page; with the token
+    saved it goes through. With TRACE_BASE_URL set, the run page links the run's trace."""
+    sut = make_system(
+        "auth",
+        KODO_API_TOKENS=f"ui:{TOKEN}",
+        TRACE_BASE_URL="http://traces.example/trace/{traceId}",
+    ).start("api")  # the API alone: the run stays queued, which is all this test reads
+    ctx = browser.new_context(base_url=sut.base)
+    try:
+        page = ctx.new_page()
+        page.goto("/")
+        page.fill("#goal", "ui token check")
+        page.fill("#trace-id", "ui-trace-1")
+        before = sut.counts("intents", "runs")
+        page.click("#start-run")
+        expect(page.locator("#start-msg .flash.err")).to_have_text("could not start: unauthorized")
+        assert sut.counts("intents", "runs") == before
+
+        page.fill("#token", TOKEN)
+        page.press("#token", "Enter")
+        page.click("#start-run")
+        page.wait_for_url("**/?wid=*")
+        wid = _wid_of(page)
+        _status(page, "queued")
+        link = page.locator("#run-summary a.trace")
+        expect(link).to_have_attribute("href", "http://traces.example/trace/ui-trace-1")
+        assert sut.scalar("SELECT trace_id FROM app.runs WHERE workflow_id = %s", (wid,)) == "ui-trace-1"
+    finally:
+        ctx.close()

@@ -80,10 +80,12 @@
     const msg = h("div", { id: "start-msg" });
     const goal = h("input", { id: "goal", name: "goal", required: true, placeholder: "what should the run do?", size: 40 });
     const partition = h("input", { id: "partition", name: "partition", required: true, value: store.get("partition", "ui-default"), size: 16 });
+    const trace = h("input", { id: "trace-id", name: "traceId", placeholder: "optional", size: 12 });
     const ask = h("input", { id: "ask-user", type: "checkbox" });
     const form = h("form", { id: "start-form", class: "card row-form", onsubmit: start },
       h("label", {}, "Goal ", goal),
       h("label", {}, "Partition key ", partition),
+      h("label", {}, "Trace id ", trace),
       h("label", { title: "open the ask gate: the run waits for an answer after CompileST" }, ask, " ask for input"),
       h("button", { type: "submit", id: "start-run" }, "Start run"), msg);
     const body = h("tbody", { id: "runs-body" });
@@ -101,9 +103,9 @@
         store.set("partition", partition.value.trim());
         const constraints = ask.checked ? { askUser: true } : {};
         const intent = await api("POST", "/api/intents", { goal: goal.value, inputs: {}, constraints: constraints });
-        const run = await api("POST", "/api/runs", {
-          intentId: intent.intentId, recipeName: "compile-default", queuePartitionKey: partition.value.trim(),
-        });
+        const req = { intentId: intent.intentId, recipeName: "compile-default", queuePartitionKey: partition.value.trim() };
+        if (trace.value.trim()) req.traceId = trace.value.trim();
+        const run = await api("POST", "/api/runs", req);
         go("/?wid=" + enc(run.workflowID));
       } catch (err) {
         flash(msg, "could not start: " + err.message, false);
