@@ -3,11 +3,17 @@
     python -m ops.pidfiles exec ROLE COMMAND...   record this pid as ROLE's, then become COMMAND
     python -m ops.pidfiles stop                   stop every recorded process set
 
-`ops/start.sh` execs honcho through `exec`, so the recorded pid is honcho's. There is one pid file per
-process set (`.tmp/kodo-start.<role>.pid`, role `all` or e.g. `intent-sbx-reconciler`), so a worker
-and a shim started side by side are both stopped. `stop` touches only the recorded processes (and what
-they started): SIGTERM, then SIGKILL after 10 s; a pid file whose pid now names a process started
-later (the pid was reused) is only removed.
+`ops/start.sh` becomes supervisord through `exec` (`python -m ops.procfile supervise`), so the recorded
+pid is supervisord's (which rewrites the file itself, and removes it when it ends). There is one pid
+file per process set (`.tmp/kodo-start.<role>.pid`, role `all` or e.g. `intent-sbx-reconciler`), so a
+worker and a shim started side by side are both stopped. `stop` touches only the recorded processes
+(and what they started): SIGTERM (supervisord stops each program's process group, SIGKILL after its
+`stopwaitsecs`), then after 15 s SIGKILL whatever is left of the tree and of every process group in
+it, so no program's child outlives it; a pid file whose pid now names a process started later (the
+pid was reused) is only removed.
+
+`KODO_RUN_DIR` (default `.tmp`) moves the pid files, and what `ops.procfile` keeps beside them, elsewhere:
+the e2e test of `start.sh`/`stop.sh` runs a stack of its own without touching anyone else's.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from typing import NoReturn
 
 from ops import processes
 
-RUN_DIR = processes.REPO / ".tmp"
-STOP_TIMEOUT_S = 10.0
+RUN_DIR = Path(os.environ.get("KODO_RUN_DIR") or processes.REPO / ".tmp")
+# Longer than supervisord's own SIGTERM-to-SIGKILL wait (ops.procfile.STOP_WAIT_S), so it gets to
+# stop its programs itself.
+STOP_TIMEOUT_S = 15.0
 
 
-def pidfile(role: str) -> Path:
-    return RUN_DIR / f"kodo-start.{role}.pid"
+def pidfile(role: str, run_dir: Path | None = None) -> Path:
+    return (run_dir or RUN_DIR) / f"kodo-start.{role}.pid"
 
 
 def exec_recorded(role: str, argv: list[str]) -> NoReturn:

@@ -2,7 +2,8 @@
 
 Every ops tool that runs a process goes through here: the kill -9 proofs (`ops.crashdemo`,
 `ops.intentchaos`, their `ops.procfile.Stack`), the engine benchmark (`ops.bench`), the chaos and e2e
-tests, and `ops/stop.sh` (through `ops.pidfiles`).
+tests, and `ops/stop.sh` (through `ops.pidfiles`). `mise run start` leaves keeping its processes alive
+to supervisord (`ops.procfile`), whose event listener and `ops/stop.sh` clean up process groups here.
 
 Every process starts in its own session (so its own process group): `kill9` takes down the whole group
 at once, e.g. a Celery worker's main process and all its pool children, or a gunicorn master and its
@@ -137,18 +138,63 @@ def started_at(pid: int) -> float | None:
 
 def terminate_tree(pid: int, timeout: float = 10.0) -> bool:
     """SIGTERM `pid` (not a process we started: e.g. one a pid file names); after `timeout` s SIGKILL
-    it if it still runs, and whatever it had started either way. True if it ended within `timeout`."""
+    it if it still runs, and whatever it had started either way, with every process group one of
+    those leads (a supervisor's programs: a Celery worker and the pool children it forked since).
+    True if it ended within `timeout`."""
     try:
         proc = psutil.Process(pid)
         tree = [proc, *proc.children(recursive=True)]
         proc.terminate()
     except psutil.NoSuchProcess:
         return True
+    groups = {p.pid for p in tree[1:] if _pgid(p.pid) == p.pid}
+    asked = time.time()
     ended = not psutil.wait_procs([proc], timeout)[1]
     for p in tree:
         with contextlib.suppress(psutil.NoSuchProcess):  # psutil also refuses a pid reused since
             p.kill()
+    for pgid in groups:
+        kill_group(pgid, asked)
     return ended
+
+
+def kill_group(pgid: int, started_before: float) -> list[int]:
+    """SIGKILL what still runs of process group `pgid` and started before `started_before` (epoch s;
+    a process started since, which can only have that group number if the group emptied and the
+    number was reused, is left alone); returns the pids killed."""
+    killed = []
+    for pid in live_group_pids(pgid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p = psutil.Process(pid)
+            if p.create_time() <= started_before:
+                p.kill()
+                killed.append(pid)
+    return killed
+
+
+def process_tree(pid: int) -> dict[int, tuple[int, str]]:
+    """`pid` and every process under it: pid -> (parent pid, command line); empty if it does not run."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}
+    out: dict[int, tuple[int, str]] = {}
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if p.status() not in _GONE:
+                out[p.pid] = (p.ppid(), " ".join(p.cmdline()))
+    return out
+
+
+def pids_with_env(var: str, value: str) -> list[int]:
+    """Running processes whose environment has `var=value` (whatever started them: orphans too)."""
+    found = []
+    for p in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            if p.info["status"] not in _GONE and p.environ().get(var) == value:
+                found.append(p.pid)
+    return found
 
 
 def own_tcp_ports() -> set[int]:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Stop what ops/start.sh started (every process set: monolith, worker, shim): SIGTERM, then SIGKILL
-# after 10 s. Only processes started through ops/start.sh are touched (by their recorded pid, ops.pidfiles).
+# Stop what ops/start.sh started (every process set: monolith, worker, shim): SIGTERM to its
+# supervisord, which stops every program's process group (SIGKILL after 10 s); whatever is left after
+# 15 s, process groups included, is killed. Only processes started through ops/start.sh are touched
+# (by their recorded pid, ops.pidfiles; KODO_RUN_DIR as start.sh had it).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 if [ ! -x "$VENV/bin/python" ]; then

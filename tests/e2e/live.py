@@ -1,7 +1,7 @@
 """The real system as processes, for end-to-end tests: what `mise run start` runs, on free ports.
 
 `LiveSystem` starts the `Procfile`'s processes through `ops.procfile.Stack` (the same command lines
-`ops/start.sh` hands to honcho): the API (gunicorn) on a free port, an intent worker (`-Q
+`ops/start.sh` runs under supervisord; tests/e2e/test_supervisor.py runs start.sh itself): the API (gunicorn) on a free port, an intent worker (`-Q
 intentQ,controlQ`), an sbx worker (`-Q sbxQ`) and the reconciler with its admin server. They run
 against the test database and broker of `tests/conftest.py`, under an application version of their
 own, with `OC_MODE=replay SBX_MODE=mock`. Any of them can be started alone, killed with -9 or
