@@ -170,11 +170,17 @@ def _check_timeline(page: Page, sut: LiveSystem, wid: str) -> None:
         assert xs[2] <= wait["x"] <= run_bar["x"], (xs, wait, run_bar)
 
 
-def _save_screenshot(page: Page) -> None:
+def _shot(page: Page, name: str) -> Path:
+    """A screenshot of the whole page, kept as a test artefact under .tmp/ui-screenshots/."""
     SHOT_DIR.mkdir(parents=True, exist_ok=True)
-    shot = SHOT_DIR / "run-page.png"
+    shot = SHOT_DIR / name
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+    return shot
+
+
+def _save_screenshot(page: Page) -> None:
+    shot = _shot(page, "run-page.png")
     if os.environ.get("REFRESH_UI_SCREENSHOT") == "1" or not DOC_SHOT.exists():
         DOC_SHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, DOC_SHOT)
@@ -208,6 +214,7 @@ def test_answer_box_on_an_ask_run(page: Page, live_system: LiveSystem) -> None:
     page.fill("#goal", "please ask me first")
     page.fill("#partition", "ui-ask")
     page.check("#ask-user")
+    _shot(page, "run-list.png")
     page.click("#start-run")
     page.wait_for_url("**/?wid=*")
     wid = _wid_of(page)
@@ -276,6 +283,7 @@ def test_ops_board_cancel_resume_fork(page: Page, live_system: LiveSystem) -> No
     # Its durable sleep holds it PENDING on controlQ: the queue depth shows it.
     expect(page.locator("#queue-table tr[data-queue='controlQ'] td.num").nth(1)).not_to_have_text("0")
 
+    _shot(page, "ops-board.png")
     row.locator("button.cancel").click()
     expect(page.locator("#ops-msg .flash.ok")).to_have_text(f"cancel {wid}: accepted")
     expect(_ops_row(page, wid)).to_have_attribute("data-status", "CANCELLED", timeout=UI_WAIT_MS)

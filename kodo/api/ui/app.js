@@ -87,7 +87,7 @@
       h("label", {}, "Partition key ", partition),
       h("label", {}, "Trace id ", trace),
       h("label", { title: "open the ask gate: the run waits for an answer after CompileST" }, ask, " ask for input"),
-      h("button", { type: "submit", id: "start-run" }, "Start run"), msg);
+      h("button", { type: "submit", id: "start-run", class: "primary" }, "Start run"), msg);
     const body = h("tbody", { id: "runs-body" });
     const table = h("table", { id: "runs", class: "grid" },
       h("thead", {}, h("tr", {}, ["status", "goal", "workflow", "partition", "last step", "next action", "created"].map((c) => h("th", {}, c)))),
@@ -463,7 +463,7 @@
           const isRun = w.workflowClassName === "IntentWorkflow" && /(^|\.)run$/.test(w.workflowName);
           return h("tr", { "data-wid": w.workflowID, "data-status": w.status },
             h("td", { class: "status" }, badge(w.status)),
-            h("td", { class: "mono" }, isRun ? link("/?wid=" + enc(w.workflowID), w.workflowID) : w.workflowID),
+            h("td", { class: "mono wid", title: w.workflowID }, isRun ? link("/?wid=" + enc(w.workflowID), w.workflowID) : w.workflowID),
             h("td", {}, w.workflowName),
             h("td", {}, w.queueName || ""),
             h("td", {}, w.applicationVersion || ""),
