@@ -128,6 +128,7 @@ def test_start_approve_timeline_artifacts(page: Page, live_system: LiveSystem) -
 
     page.fill("#approved-by", "ui-e2e")
     approve.click()
+    expect(page.locator("#action-msg .flash.ok")).to_contain_text("approved at ")
     sut.wait_status(wid, "succeeded")
     seen = time.monotonic()
     _status(page, "succeeded", timeout=2_000)  # the page follows the run within a second or so
@@ -229,6 +230,7 @@ def test_answer_box_on_an_ask_run(page: Page, live_system: LiveSystem) -> None:
 
     answer.fill("forty-two")
     page.click("#answer-send")
+    expect(page.locator("#action-msg .flash.ok")).to_have_text("answer sent")
     # The ask gate consumed the event: the run moved on through ApplyPatchST to the plan gate.
     expect(page.locator("button#approve")).to_be_visible(timeout=UI_WAIT_MS)
     expect(page.locator("#run-last-step")).to_have_text("ApplyPatchST")
@@ -253,7 +255,7 @@ def test_retry_button_on_a_failed_run(page: Page, live_system: LiveSystem) -> No
     expect(page.locator("svg#timeline rect.task-run.failed")).to_have_count(1)
 
     page.click("button#retry")
-    expect(page.locator("#run-actions .flash.ok")).to_contain_text("repair started from ExecuteST")
+    expect(page.locator("#action-msg .flash.ok")).to_contain_text("repair started from ExecuteST")
     sut.wait_view(run_id, lambda v: v["retryCount"] == 1 and v["status"] == "retries_exceeded", "the repair")
     _status(page, "retries_exceeded")
     expect(page.locator("button#retry")).to_be_visible(timeout=UI_WAIT_MS)

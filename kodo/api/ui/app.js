@@ -155,6 +155,7 @@
     const indicator = h("span", { id: "live", class: "live off" }, "connecting");
     const summary = h("div", { id: "run-summary", class: "card" }, "loading…");
     const actions = h("div", { id: "run-actions" });
+    const msg = h("div", { id: "action-msg" }); // outlives the action cards (redrawn on each change)
     const chart = h("div", { id: "timeline-box", class: "card chart" });
     const steps = h("div", { id: "steps" });
     const output = h("pre", { id: "live-output", class: "output", hidden: true });
@@ -162,7 +163,7 @@
     const sheet = h("aside", { id: "artifact-sheet", class: "sheet", hidden: true });
     root.replaceChildren(
       h("div", { class: "title-row" }, h("h1", {}, "Run ", h("span", { class: "mono" }, wid)), indicator),
-      summary, actions,
+      summary, actions, msg,
       h("h2", {}, "Timeline"), chart,
       h("div", { class: "legend" },
         h("span", { class: "sw step" }), "step attempt ", h("span", { class: "sw wait" }), "queue wait ",
@@ -232,7 +233,6 @@
       const key = [v.status, v.nextAction || ""].join("|");
       if (key === state.actionsKey) return; // keep what the operator is typing
       state.actionsKey = key;
-      const msg = h("div", { class: "action-msg" });
       const parts = [];
       if (v.nextAction === "APPROVE_PLAN") {
         const who = h("input", { id: "approved-by", value: store.get("actor", "operator"), size: 12 });
@@ -250,7 +250,7 @@
               flash(msg, "approved at " + r.approvedAt, true);
               refresh();
             } catch (err) { flash(msg, "approve failed: " + err.message, false); e.target.disabled = false; }
-          } }, "Approve Plan"), msg));
+          } }, "Approve Plan")));
       } else if (v.status === "waiting_input") {
         const card = v.artifacts.find((a) => a.kind === "question_card");
         const question = card && card.inline && card.inline.question ? card.inline.question : "The run waits for input.";
@@ -266,7 +266,7 @@
               state.actionsKey = null;
               refresh();
             } catch (err) { flash(msg, "send failed: " + err.message, false); e.target.disabled = false; }
-          } }, "Send answer"), msg));
+          } }, "Send answer")));
       }
       if (v.status === "retries_exceeded" || v.status === "failed") {
         parts.push(h("div", { class: "card action retry" },
@@ -278,7 +278,7 @@
               flash(msg, "repair started from " + r.fromStep, true);
               reconnect();
             } catch (err) { flash(msg, "retry failed: " + err.message, false); e.target.disabled = false; }
-          } }, "Retry"), msg));
+          } }, "Retry")));
       }
       actions.replaceChildren(...parts);
     }
