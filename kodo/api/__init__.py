@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, request
 
 from kodo import telemetry
-from kodo.api import artifacts, auth, demo, errors, health, intents, openapi, ops, runs, time
+from kodo.api import artifacts, auth, demo, errors, health, intents, openapi, ops, runs, stream, time, webui
 from kodo.api.schemas import check_params
 from kodo.config import Settings
 from kodo.intent.service import IntentService
@@ -38,6 +38,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         check_params(request.view_args, dict(request.args.lists()))
 
     telemetry.instrument_flask(app, rt.settings)  # request spans, when tracing is configured
-    for module in (health, demo, intents, runs, artifacts, ops, time, openapi):
+    for module in (health, demo, intents, runs, stream, artifacts, ops, time, openapi, webui):
         app.register_blueprint(module.bp)
     return app

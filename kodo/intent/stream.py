@@ -17,16 +17,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from kodo.db.pool import Conn
 from kodo.db.queries import Q
-from kodo.errors import ValidationError
 from kodo.intent import OUTPUT_TOPICS, STATUS_TOPIC, STEP_TOPIC, repair_workflow_id
 
 TOPICS = [STATUS_TOPIC, STEP_TOPIC, *OUTPUT_TOPICS]
 TERMINAL_RUN = frozenset({"succeeded", "failed", "canceled", "retries_exceeded"})
 TERMINAL_EVENTS = frozenset({"succeeded", "failed", "canceled"})  # a retries_exceeded run says "failed"
 BATCH = 200
-_ID = re.compile(r"^(\d{1,20})-(\d{1,19})$")
+EVENT_ID = r"^(\d{1,20})-(\d{1,19})$"
+_ID = re.compile(EVENT_ID)
 
 Row = dict[str, Any]
 
@@ -40,16 +42,21 @@ class Cursor:
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor:
-        """`<tx>-<seq>` as the stream gave it; none or empty is the start. ValidationError otherwise."""
-        if not text:
-            return cls()
-        match = _ID.match(text)
-        if match is None:
-            raise ValidationError("invalid Last-Event-ID: expected an event id of this stream")
-        return cls(int(match.group(1)), int(match.group(2)))
+        """`<tx>-<seq>` as the stream gave it (checked by StreamQuery); none is the start."""
+        match = _ID.match(text or "")
+        return cls(int(match.group(1)), int(match.group(2))) if match else cls()
 
     def __str__(self) -> str:
         return f"{self.tx}-{self.seq}"
+
+
+class StreamQuery(BaseModel):
+    """`StreamQuery`: where a stream resumes, after the event with this id (`lastEventId`, or the
+    `Last-Event-ID` header EventSource sends; the header wins). No other key."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="StreamQuery")
+
+    lastEventId: str | None = Field(default=None, pattern=EVENT_ID)  # noqa: N815 (the wire name)
 
 
 @dataclass(frozen=True)
