@@ -1,5 +1,6 @@
 # Shared by ops/*.sh: bring a fresh machine to a runnable state. Source it, then call `bootstrap`.
-# Installs nothing system-wide except mise (npm) when missing; everything else goes into .venv.
+# Installs nothing system-wide except mise (npm) and, for the dev extra, Debian's chromium (apt-get)
+# when missing; everything else goes into .venv.
 
 KODO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$KODO_ROOT/.venv"
@@ -68,10 +69,27 @@ ensure_mise() {
   fi
 }
 
+ensure_chromium() {
+  # The UI tests (tests/e2e/test_ui.py) drive the system's chromium through Playwright: no browser
+  # download (`playwright install` is never run). Quiet and instant when it is already there.
+  [ -x /usr/bin/chromium ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "apt-get not found: chromium not installed (the UI tests need /usr/bin/chromium)"; return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  say "installing chromium (apt-get) for the UI tests"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } \
+      >"$KODO_ROOT/.tmp/apt-chromium.log" 2>&1; then
+    say "could not install chromium (see .tmp/apt-chromium.log); the UI tests will fail"
+  fi
+}
+
 bootstrap() {
   mkdir -p "$KODO_ROOT/.tmp"
   ensure_postgres
   ensure_redis
   ensure_venv "${1:-dev}"
+  case "${1:-dev}" in *dev*) ensure_chromium ;; esac
   ensure_mise
 }
