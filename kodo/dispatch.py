@@ -133,7 +133,8 @@ class BrokerProbe:
 
     `check()` says `up`, `down` (no answer within the publish timeout) or `reset`: it answers, but it
     did not since the last look, or it restarted or was flushed meanwhile (Redis without
-    persistence loses its queues), so messages published before may be gone. The reconciler calls
+    persistence loses its queues), or this is the first look (a worker that died may have held
+    reserved messages), so messages published before may be gone. The reconciler calls
     it on every loop (every 100 ms while the broker is down) and, on `reset`, publishes at once
     every unclaimed runnable row published before (kodo.workflow.reconciler).
 
@@ -157,6 +158,7 @@ class BrokerProbe:
             )
         self._seen: bytes | None = None
         self._up: bool | None = None
+        self._declare_pending = False
 
     def check(self) -> BrokerState:
         try:
@@ -168,13 +170,40 @@ class BrokerProbe:
             return "down"
         was_up, self._up = self._up, True
         seen, self._seen = self._seen, marker
-        if was_up is False:
+        if was_up is None:
+            # A reconciler that starts (alone, or embedded in a worker that a supervisor restarted
+            # after a kill -9) cannot know what a process that died before it held: the messages it
+            # had reserved are gone with it (a Redis transport redelivers them only after its
+            # visibility timeout). Publish every unclaimed runnable row published before now.
+            state: BrokerState = "reset"
+        elif was_up is False:
             log.info("broker answers again")
-            return "reset"
-        if was_up is not None and seen is not None and marker != seen:
+            state = "reset"
+        elif seen is not None and marker != seen:
             log.warning("broker lost its data (restarted or flushed): republishing")
-            return "reset"
-        return "up"
+            state = "reset"
+        else:
+            state = "up"
+        if state == "reset":
+            self._declare_pending = True
+        if self._declare_pending:
+            self._declare_pending = not self._declare()
+        return state
+
+    def _declare(self) -> bool:
+        """Declare every queue again, with its binding; True when done. A Redis that lost its data
+        lost the exchange-to-queue bindings too, and a message published to an exchange with no
+        binding is dropped without an error (publishers keep believing their queues are declared).
+        Tried again on the next look until it succeeds."""
+        try:
+            with self.app.connection_for_write() as conn:
+                channel = conn.default_channel
+                for queue in self.app.conf.task_queues or ():
+                    queue(channel).declare()
+        except Exception as exc:
+            log.warning("could not declare the queues again: %s", exc)
+            return False
+        return True
 
     def _marker(self) -> bytes | None:
         if self._client is None:

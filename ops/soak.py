@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import psycopg
+
 from kodo.config import Settings
 from kodo.db import migrate
 from kodo.db.pool import Conn, connect
@@ -51,9 +53,17 @@ class SqlReader:
         self._db: Conn | None = None
 
     def sql(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        if self._db is None or self._db.closed:
-            self._db = connect(self.settings.database_url)
-        return self._db.execute(query, params).fetchall()
+        """Run `query`; a connection that a Postgres restart cut is replaced and the query run again."""
+        for attempt in (1, 2):
+            if self._db is None or self._db.closed:
+                self._db = connect(self.settings.database_url)
+            try:
+                return self._db.execute(query, params).fetchall()
+            except psycopg.OperationalError:
+                self._db.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._db is not None:

@@ -17,7 +17,9 @@ workers) against them. Faults, each drawn in a seeded random order and injected 
 Recovery of a fault: from the moment it ends (the worker ready again, the server answering) until
 every workflow in flight then is terminal; a workflow in a durable sleep counts from its wake-up time
 if that is later. It includes the work's own duration (an intent run takes ~0.1-0.5 s, a crash-demo
-sleeps 0.3 s). Targets: 5 s for kill -9 and Postgres, 3 s for Redis.
+sleeps 0.3 s). Targets: a kill -9 converges within 5 s of the kill (its restart included), a
+Postgres restart within 5 s of Postgres being back, a Redis restart or flush within 3 s of Redis
+being back.
 """
 
 from __future__ import annotations
@@ -75,11 +77,22 @@ ORACLES = {
 }
 
 
+# What a run or workflow left unfinished was doing (printed for the first few).
+STUCK = (
+    "SELECT r.id, r.status AS run, r.last_step, r.next_action, w.workflow_uuid AS wf, w.status, "
+    "w.wait_reason, w.executor_id, w.lease_until_epoch_ms AS lease_until, w.published_at_epoch_ms AS "
+    "published_at, w.publish_count, w.recovery_attempts, (extract(epoch FROM now()) * 1000)::bigint AS now "
+    "FROM dbos.workflow_status w LEFT JOIN app.runs r ON r.workflow_id = w.workflow_uuid "
+    "WHERE r.id = ANY(%s) OR w.workflow_uuid = ANY(%s)"
+)
+
+
 @dataclass
 class Fault:
     kind: str
     at_s: float  # seconds from the start of the load
     in_flight: int = 0
+    down_s: float = 0.0  # from its start to its end (the worker back and ready, the server answering)
     recovery_s: float | None = None  # None: its workflows were not all terminal within SETTLE_S
 
     @property
@@ -87,8 +100,16 @@ class Fault:
         return TARGET_S.get(self.kind, DUPLICATES_TARGET_S)
 
     @property
+    def measured_s(self) -> float | None:
+        """What the target bounds: for a kill, from the kill (the restart counts); for a server
+        fault, from the server being back; None if not recovered."""
+        if self.recovery_s is None:
+            return None
+        return self.recovery_s + (self.down_s if self.kind.startswith("kill-") else 0.0)
+
+    @property
     def ok(self) -> bool:
-        return self.recovery_s is not None and self.recovery_s <= self.target_s
+        return self.measured_s is not None and self.measured_s <= self.target_s
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -208,7 +229,9 @@ class Suite:
 
     def run_fault(self, kind: str, t0: float) -> Fault:
         fault = Fault(kind, time.monotonic() - t0)
+        began = processes.now_ms()
         ended = self.inject(kind)
+        fault.down_s = (ended - began) / 1000
         live = self.live()
         self.slowest = ""
         fault.in_flight = len(live)
@@ -216,7 +239,8 @@ class Suite:
         fault.recovery_s = None if late is None else late / 1000
         recovery = "NOT RECOVERED" if fault.recovery_s is None else f"{fault.recovery_s:.2f}s"
         self.say(
-            f"{kind}: {fault.in_flight} workflows in flight when it ended, all terminal after {recovery} "
+            f"{kind}: down {fault.down_s:.2f}s; {fault.in_flight} workflows in flight when it ended, "
+            f"all terminal {recovery} after it "
             f"(target {fault.target_s:g}s) {'ok' if fault.ok else 'MISSED'}"
             + (f"; last: {self.slowest}" if self.slowest and not fault.ok else "")
         )
@@ -230,8 +254,9 @@ def summarize(faults: list[Fault], tally: Tally, suite: Suite) -> tuple[list[str
         rec = [f.recovery_s for f in of if f.recovery_s is not None]
         p50 = f"{statistics.median(rec):.2f}s" if rec else "n/a"
         worst = "NOT RECOVERED" if len(rec) < len(of) else f"{max(rec):.2f}s"
+        down = statistics.median(f.down_s for f in of)
         lines.append(
-            f"  {kind:<14} n={len(of)} recovery p50={p50} max={worst} target={of[0].target_s:g}s "
+            f"  {kind:<14} n={len(of)} down p50={down:.2f}s recovery p50={p50} max={worst} target={of[0].target_s:g}s "
             f"-> {'ok' if all(f.ok for f in of) else 'MISSED'}"
         )
     runs = suite.db.sql("SELECT id, status FROM app.runs WHERE id = ANY(%s)", (list(tally.intent_runs),))
@@ -247,6 +272,8 @@ def summarize(faults: list[Fault], tally: Tally, suite: Suite) -> tuple[list[str
         ]
     )
     duplicates = {name: suite.count(q) for name, q in ORACLES.items()}
+    for r in suite.db.sql(STUCK, ([x.split("=")[0] for x in not_ok[:5]],) * 2):
+        lines.append("  not terminal: " + " ".join(f"{k}={v}" for k, v in r.items()))
     lines.append(
         f"runs: intent={len(tally.intent_runs)} crashdemo={len(tally.crashdemos)} "
         f"not terminal as expected={len(not_ok)}{' ' + ' '.join(not_ok[:5]) if not_ok else ''} "

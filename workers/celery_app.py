@@ -15,7 +15,7 @@ from kodo import telemetry
 from kodo.config import Settings
 from kodo.db import pool
 from kodo.dispatch import QUEUES, RUN_WORKFLOW_TASK, celery_settings
-from kodo.runtime import Runtime
+from kodo.runtime import Runtime, import_workflow_modules
 from kodo.workflow.reconciler import Reconciler
 from workers.events import EventsFollowMonitor
 
@@ -25,6 +25,10 @@ _settings = Settings.from_env()
 # Tracing (when configured) before any task; with OTLP required, an endpoint that does not answer
 # stops the worker here, at start-up. Forked pool children inherit it.
 telemetry.setup(_settings)
+# The workflow modules are imported here, before the pool forks its children: each child starts
+# with them loaded instead of importing them on its first delivery (which, on a busy machine, made
+# the first runs after a worker restart wait seconds).
+import_workflow_modules(_settings.workflow_modules)
 app = Celery("kodo")
 app.conf.update(celery_settings(_settings))
 app.conf.worker_enable_remote_control = True

@@ -11,9 +11,12 @@ documented `worker_consumer` setting (`workers.celery_app`).
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from celery.worker.consumer import Consumer
+
+log = logging.getLogger("kodo.worker")
 
 INTERVAL_START_S = 0.2
 INTERVAL_STEP_S = 0.2
@@ -33,3 +36,18 @@ class FastReconnectConsumer(Consumer):  # type: ignore[misc]  # Celery is untype
             return super().ensure_connected(conn)
         finally:
             del conn.ensure_connection  # the instance attribute: the class's method is back
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        """Celery's cleanup after a lost connection, surviving kombu's Redis-transport failure in it.
+
+        Closing the lost connection restores its unacknowledged messages, which opens a new Redis
+        client from a connection kombu has already detached: `AttributeError: 'NoneType' object has no
+        attribute 'hostname'`, which Celery treats as unrecoverable and exits the worker on (seen
+        under load in a Redis restart). The connection is already dropped by then, so the reconnect
+        cycle can go on; the messages stay in Redis's unacked set, redelivered after the visibility
+        timeout, and the reconciler republishes their runs at once anyway (Postgres is the truth).
+        """
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError as err:
+            log.warning("broker connection cleanup failed (%r); reconnecting anyway", err)

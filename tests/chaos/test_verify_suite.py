@@ -40,7 +40,9 @@ def test_the_fault_suite_passes_at_a_reduced_size() -> None:
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
-    faults = re.findall(r"^  (\S+) +n=1 recovery p50=\S+ max=\S+ target=\S+ -> ok$", out, re.MULTILINE)
+    faults = re.findall(
+        r"^  (\S+) +n=1 down p50=\S+ recovery p50=\S+ max=\S+ target=\S+ -> ok$", out, re.MULTILINE
+    )
     assert sorted(faults) == sorted(
         ["kill-intent", "kill-sbx", "pg-restart", "redis-restart", "redis-flush", "duplicates"]
     ), out
