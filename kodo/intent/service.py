@@ -122,7 +122,9 @@ class IntentService:
         """Idempotent start (contract-api §6.2): the run row and its workflow row commit together.
 
         A repeat start returns the existing row and enqueues nothing: its workflow was committed
-        with it, or its enqueue failed and the row says `failed` (a failed start is never re-run).
+        with it. If instead its enqueue failed (the row says `failed`, and no workflow exists: a
+        `deduplicationID` still held by another run), the repeat tries the enqueue again, under the
+        same run id with this request's fields: a failed start never blocks the intent.
         """
         started: Started | None = None
         failure: Exception | None = None
@@ -134,7 +136,18 @@ class IntentService:
                         f"Divergence in run {run['id']}: workflow {intent_id} belongs to intent "
                         f"{run['intent_id']}"
                     )
-                return run
+                restarted = c.execute(
+                    Q["api_restart_failed_run"],
+                    {
+                        "id": run["id"],
+                        "trace_id": req.trace_id,
+                        "tenant_id": req.tenant_id,
+                        "queue_partition_key": policy.queue_partition_key,
+                    },
+                ).fetchone()
+                if restarted is None:
+                    return run
+                run = restarted
             try:
                 # start_txn runs in a savepoint, so a failed insert leaves this transaction usable.
                 started = self.client.start_txn(

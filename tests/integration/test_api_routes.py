@@ -287,11 +287,45 @@ def test_dedup_clash_leaves_a_failed_run_and_returns_500(http: FlaskClient, sql:
     rows = sql("SELECT id, status FROM app.runs WHERE workflow_id = %s", (second,))
     assert [row["status"] for row in rows] == ["failed"]
     assert _workflow(sql, second) is None
-    # A repeat start returns the failed run; it is never re-enqueued.
-    again = post(http, f"/intents/{second}/run", KEY)
-    assert (again.status_code, again.json) == (202, {"runId": rows[0]["id"], "workflowId": second})
-    assert _workflow(sql, second) is None
     assert body(http.get(f"/api/runs/{second}"))["status"] == "ERROR"
+    # While the deduplicationID is held, a repeat start fails the same way and writes nothing new.
+    again = post(http, f"/intents/{second}/run", {"deduplicationID": dedup, **KEY})
+    assert (again.status_code, again.json) == (500, {"error": "internal error"})
+    assert sql("SELECT id, status FROM app.runs WHERE workflow_id = %s", (second,)) == [
+        {"id": rows[0]["id"], "status": "failed"}
+    ]
+    assert _workflow(sql, second) is None
+
+
+def test_a_failed_start_does_not_block_the_next_valid_start(http: FlaskClient, sql: Sql) -> None:
+    """A start that failed after validation (its enqueue: a dedup clash) leaves its run `failed`, but
+    the next valid start of the same intent enqueues it, under the same run id."""
+    first, second = create_intent(http), create_intent(http)
+    dedup = "dedup-" + first
+    start_run(http, first, deduplicationID=dedup)
+    r = post(http, f"/intents/{second}/run", {"deduplicationID": dedup, **KEY})
+    assert r.status_code == 500
+    [failed] = sql("SELECT id, status FROM app.runs WHERE workflow_id = %s", (second,))
+    assert failed["status"] == "failed"
+    # /retry on it answers clearly: it was never enqueued.
+    retry = post(http, f"/runs/{failed['id']}/retry", {})
+    assert (retry.status_code, body(retry)["error"]) == (
+        409,
+        "cannot retry run in status failed: its workflow was never enqueued",
+    )
+    # Without the clash (another deduplicationID), the next start enqueues it.
+    again = post(
+        http, f"/intents/{second}/run", {"deduplicationID": "other-" + second, "traceId": "t2", **KEY}
+    )
+    assert (again.status_code, again.json) == (202, {"runId": failed["id"], "workflowId": second})
+    assert sql("SELECT status, trace_id FROM app.runs WHERE workflow_id = %s", (second,)) == [
+        {"status": "queued", "trace_id": "t2"}
+    ]
+    workflow = _workflow(sql, second)
+    assert workflow is not None and workflow["status"] == "ENQUEUED"
+    assert workflow["deduplication_id"] == "other-" + second
+    # A repeat of that start returns the queued run and enqueues nothing more.
+    assert post(http, f"/intents/{second}/run", KEY).json == {"runId": failed["id"], "workflowId": second}
 
 
 def test_trace_base_url_is_appended_last(rt: Runtime) -> None:

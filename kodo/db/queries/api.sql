@@ -43,6 +43,17 @@ SELECT id, intent_id, workflow_id, status, trace_id, tenant_id, queue_partition_
        error, retry_count, next_action, created_at, updated_at
 FROM app.runs WHERE workflow_id = %(workflow_id)s
 
+-- name: api_restart_failed_run
+-- A start of an intent whose run failed to enqueue (its workflow was never created): the run is
+-- started again under its own id, with this request's fields (the caller then enqueues it, in the
+-- same transaction). A failed run whose workflow exists is not touched.
+UPDATE app.runs r SET status = 'queued', trace_id = %(trace_id)s, tenant_id = %(tenant_id)s,
+    queue_partition_key = %(queue_partition_key)s, error = NULL, updated_at = now()
+WHERE r.id = %(id)s AND r.status = 'failed'
+  AND NOT EXISTS (SELECT 1 FROM dbos.workflow_status w WHERE w.workflow_uuid = r.workflow_id)
+RETURNING id, intent_id, workflow_id, status, trace_id, tenant_id, queue_partition_key, last_step,
+          error, retry_count, next_action, created_at, updated_at
+
 -- name: api_mark_run_failed
 -- The enqueue of a new run failed: the row stays, as `failed` (contract-api §1.5 exception 1).
 UPDATE app.runs SET status = 'failed', updated_at = now()
