@@ -172,9 +172,14 @@
       steps, output,
       h("h2", {}, "Artifacts"), artifacts, sheet);
 
+    // What this page got from the run stream, in order: each event's id and type, and each state the
+    // live indicator went through (tests/e2e/test_ui_stream.py compares it with the server's stream).
+    const seen = window.kodoStream = { wid: wid, events: [], live: ["connecting"] };
+
     function setLive(mode, text) {
       indicator.className = "live " + mode;
       indicator.textContent = text || mode;
+      if (seen.live[seen.live.length - 1] !== indicator.textContent) seen.live.push(indicator.textContent);
     }
 
     async function refresh() {
@@ -331,6 +336,7 @@
 
     // Live updates: the run's event stream when the API has it, else polling every 500 ms.
     function onEvent(ev) {
+      seen.events.push({ id: ev.lastEventId, event: ev.type });
       if (ev.lastEventId) state.lastEventId = ev.lastEventId;
       refresh();
     }
