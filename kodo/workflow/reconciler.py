@@ -155,6 +155,8 @@ class Reconciler:
         self._timers = next((p for p in self.passes if isinstance(p, WakeTimers)), WakeTimers(settings))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._born = clock.now_ms()
+        self._probed = False
 
     @classmethod
     def standard(
@@ -197,10 +199,14 @@ class Reconciler:
         if self.broker is None:
             return False
         state = self.broker.check()
+        first, self._probed = not self._probed, True
         for p in self._republish:
             p.broker_down = state == "down"
             if state == "reset":
-                p.broker_reset = clock.now_ms()
+                # A first look ("reset": what a process that died before this one had reserved is
+                # gone with it) republishes what was published before this reconciler began; a
+                # later reset (the broker was away, restarted or flushed), all published until now.
+                p.broker_reset = self._born if first else clock.now_ms()
         return state == "reset"
 
     @property

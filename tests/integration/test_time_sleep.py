@@ -168,4 +168,4 @@ def test_an_id_taken_by_another_workflow_or_run_is_a_409_and_writes_nothing(
 def test_the_route_is_in_the_openapi_document(http: FlaskClient) -> None:
     op = body(http.get("/openapi.json"))["paths"]["/api/ops/sleep"]["post"]
     assert [(p["name"], p["required"]) for p in op["parameters"]] == [("wf", True), ("sleep", False)]
-    assert set(op["responses"]) == {"202", "400", "409"}
+    assert set(op["responses"]) == {"202", "400", "409", "413"}  # 413: a POST's body over the limit
