@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from kombu.transport.redis import QoS as RedisQoS
 
 log = logging.getLogger("kodo.worker")
 
@@ -37,17 +38,37 @@ class FastReconnectConsumer(Consumer):  # type: ignore[misc]  # Celery is untype
         finally:
             del conn.ensure_connection  # the instance attribute: the class's method is back
 
-    def on_connection_error_after_connected(self, exc: Exception) -> None:
-        """Celery's cleanup after a lost connection, surviving kombu's Redis-transport failure in it.
 
-        Closing the lost connection restores its unacknowledged messages, which opens a new Redis
-        client from a connection kombu has already detached: `AttributeError: 'NoneType' object has no
-        attribute 'hostname'`, which Celery treats as unrecoverable and exits the worker on (seen
-        under load in a Redis restart). The connection is already dropped by then, so the reconnect
-        cycle can go on; the messages stay in Redis's unacked set, redelivered after the visibility
-        timeout, and the reconciler republishes their runs at once anyway (Postgres is the truth).
-        """
+# ---- kombu's Redis transport after a lost connection ------------------------------------------------
+#
+# When the connection to Redis is lost, kombu detaches the old channel from its connection, but
+# messages delivered on it may still be acknowledged later (a task that finishes after the
+# reconnect), and closing it restores its unacknowledged messages. Both open a Redis client from
+# the detached channel: `AttributeError: 'NoneType' object has no attribute 'hostname'`, which
+# Celery treats as unrecoverable: the worker exits (seen in every Redis restart under load, and
+# by operators: "Restoring 1 unacknowledged message(s)" then the crash). Such a message is gone
+# with its connection anyway: its entry in Redis's unacked set is redelivered after the visibility
+# timeout (a no-op then: the run's claim is fenced), and the reconciler republishes its run as soon
+# as the broker is back (Postgres is the truth). So the ack, reject or restore of a detached
+# channel is skipped with a warning instead of ending the worker.
+
+
+def _tolerate_detached_channel(name: str) -> None:
+    original = getattr(RedisQoS, name)
+
+    @functools.wraps(original)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            super().on_connection_error_after_connected(exc)
-        except AttributeError as err:
-            log.warning("broker connection cleanup failed (%r); reconnecting anyway", err)
+            return original(self, *args, **kwargs)
+        except AttributeError as exc:
+            transport = getattr(self.channel, "connection", None)
+            if getattr(transport, "client", None) is not None:
+                raise  # not the detached-channel failure (its transport still has its connection)
+            log.warning("%s on a channel of a lost broker connection skipped (%r)", name, exc)
+            return None
+
+    setattr(RedisQoS, name, guarded)
+
+
+for _name in ("ack", "reject", "restore_unacked"):
+    _tolerate_detached_channel(_name)
