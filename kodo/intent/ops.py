@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
-from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
 
 from kodo import clock
@@ -33,7 +32,7 @@ from kodo.db.queries import Q
 from kodo.errors import ConflictError, NotFoundError
 from kodo.intent import artifacts
 from kodo.intent.canonical import sha256_hex
-from kodo.intent.projections import EgressError, iso
+from kodo.intent.projections import checked, iso
 from kodo.intent.requests import Text
 from kodo.states import WorkflowStatus
 from kodo.workflow import serde
@@ -168,14 +167,6 @@ class ForkAccepted(TypedDict):
 SUMMARIES: TypeAdapter[list[OpsWorkflowSummary]] = TypeAdapter(list[OpsWorkflowSummary])
 DETAIL: TypeAdapter[OpsWorkflowDetail] = TypeAdapter(OpsWorkflowDetail)
 STEPS: TypeAdapter[list[WorkflowStepSummary]] = TypeAdapter(list[WorkflowStepSummary])
-
-
-def _checked(adapter: TypeAdapter[Any], body: Any) -> Any:
-    try:
-        adapter.validate_python(body, strict=True)
-    except PydanticValidationError as exc:
-        raise EgressError(f"response check failed: {exc}") from exc
-    return body
 
 
 # ---- projections: built so that no row of the engine's tables can fail them ----------------------
@@ -331,7 +322,7 @@ class OpsService:
         params = {"statuses": list(statuses) if statuses else None, "name": name, "limit": limit}
         with self.db.conn() as c:
             rows = c.execute(Q["ops_list_workflows"], params).fetchall()
-        result: list[OpsWorkflowSummary] = _checked(SUMMARIES, [summary(r) for r in rows])
+        result: list[OpsWorkflowSummary] = checked(SUMMARIES, [summary(r) for r in rows])
         return result
 
     def _row(self, c: Any, workflow_id: str) -> Row:
@@ -351,7 +342,7 @@ class OpsService:
                 Q["ops_audit"], {"workflow_id": workflow_id, "workflow_ids": ids}
             ).fetchall()
         detail: dict[str, Any] = {**summary(row), "audit": [audit_entry(r["inline"]) for r in audit_rows]}
-        result: OpsWorkflowDetail = _checked(DETAIL, detail)
+        result: OpsWorkflowDetail = checked(DETAIL, detail)
         return result
 
     def steps(self, workflow_id: str) -> list[WorkflowStepSummary]:
@@ -359,7 +350,7 @@ class OpsService:
         with self.db.conn() as c:
             self._row(c, workflow_id)
             rows = c.execute(Q["ops_list_steps"], {"workflow_id": workflow_id}).fetchall()
-        result: list[WorkflowStepSummary] = _checked(STEPS, [step_summary(r) for r in rows])
+        result: list[WorkflowStepSummary] = checked(STEPS, [step_summary(r) for r in rows])
         return result
 
     # ---- actions (each audited in its own transaction) ---------------------------------------

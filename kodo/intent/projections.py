@@ -129,7 +129,9 @@ class EgressError(KodoError):
     code = "egress_validation_failed"
 
 
-def _checked(adapter: TypeAdapter[T], body: object) -> T:
+def checked(adapter: TypeAdapter[T], body: object) -> T:
+    """`body` as it is, once it passed its response model (`EgressError` otherwise): every read
+    model of the intent product is checked by this before it leaves."""
     try:
         adapter.validate_python(body, strict=True)
     except PydanticValidationError as exc:
@@ -178,7 +180,7 @@ def project_run_view(run: Row, steps: Sequence[Row], artifacts: Sequence[Row]) -
     view["retryCount"] = run["retry_count"]
     if run["next_action"] is not None:
         view["nextAction"] = run["next_action"]
-    return _checked(RUN_VIEW, view)
+    return checked(RUN_VIEW, view)
 
 
 def _run_view_step(step: Row) -> dict[str, Any]:
@@ -254,7 +256,7 @@ def project_run_header(
     header["lastStep"] = run["last_step"]
     if trace_base_url:
         header["traceBaseUrl"] = trace_base_url
-    return _checked(RUN_HEADER, header)
+    return checked(RUN_HEADER, header)
 
 
 # ---- StepRow[] (§8.3) --------------------------------------------------------------------------
@@ -291,7 +293,7 @@ def project_step_rows(workflow_id: str, steps: Sequence[Row], artifacts: Sequenc
         row["spanId"] = step["span_id"]
         rows.append(row)
     rows.sort(key=lambda r: (r["startedAt"], r["stepID"]))
-    return _checked(STEP_ROWS, rows)
+    return checked(STEP_ROWS, rows)
 
 
 def _artifact_ref(art: Row, workflow_id: str, step_id: str) -> dict[str, Any]:

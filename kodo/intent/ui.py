@@ -14,13 +14,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
-from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
 
 from kodo import clock
 from kodo.db.pool import Conn
 from kodo.db.queries import Q
-from kodo.intent.projections import CLOSED, EgressError, RunStatus, epoch_ms
+from kodo.intent.projections import CLOSED, RunStatus, checked, epoch_ms
 from kodo.queues import SBX_QUEUE
 
 Row = Mapping[str, Any]
@@ -108,14 +107,6 @@ TIMELINE: TypeAdapter[Timeline] = TypeAdapter(Timeline)
 QUEUE_DEPTHS: TypeAdapter[list[QueueDepth]] = TypeAdapter(list[QueueDepth])
 
 
-def _checked(adapter: TypeAdapter[Any], body: Any) -> Any:
-    try:
-        adapter.validate_python(body, strict=True)
-    except PydanticValidationError as exc:
-        raise EgressError(f"response check failed: {exc}") from exc
-    return body
-
-
 def _ms(ts: datetime | None) -> int | None:
     return None if ts is None else epoch_ms(ts)
 
@@ -142,7 +133,7 @@ def recent_runs(c: Conn, query: RecentRunsQuery) -> list[RunSummary]:
         }
         for r in rows
     ]
-    result: list[RunSummary] = _checked(RUN_SUMMARIES, out)
+    result: list[RunSummary] = checked(RUN_SUMMARIES, out)
     return result
 
 
@@ -187,7 +178,7 @@ def timeline(c: Conn, run: Row) -> Timeline:
             for t in tasks
         ],
     }
-    result: Timeline = _checked(TIMELINE, body)
+    result: Timeline = checked(TIMELINE, body)
     return result
 
 
@@ -203,5 +194,5 @@ def queue_depth(c: Conn) -> list[QueueDepth]:
         }
         for r in rows
     ]
-    result: list[QueueDepth] = _checked(QUEUE_DEPTHS, out)
+    result: list[QueueDepth] = checked(QUEUE_DEPTHS, out)
     return result

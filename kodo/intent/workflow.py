@@ -361,7 +361,15 @@ def execute(ctx: dict[str, Any], decision: dict[str, Any], rerun: Rerun) -> dict
             partition_key=ctx["queuePartitionKey"],
         )
         child_ids.append(child_id)
-    results = [wf.get_result(cid) for cid in child_ids]
+    # Fan-in: one wait for all of them (the last child to end wakes this workflow once), instead of
+    # a wait per child, each a park and a replay of the whole workflow.
+    ended = {c["workflow_id"]: c for c in wf.wait_children()}
+    # A child this workflow does not own (an existing id it named) is read on its own; the first
+    # failed one in task order raises its own recorded error, as the run's (get_result).
+    results = [
+        ended[cid]["output"] if cid in ended and ended[cid]["status"] == "SUCCESS" else wf.get_result(cid)
+        for cid in child_ids
+    ]
     merged = execute_step(ctx, decision, sandbox.merge(results), rerun.receipt_tag)
     if merged["errCode"] != "NONE":
         raise SbxExecutionFailedError(f"SBX execution failed [{merged['errCode']}]")

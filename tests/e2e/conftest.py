@@ -4,16 +4,33 @@
   one application version per test module, killed at the module's end.
 * `make_system` (function scope): a factory for systems a test assembles itself (the split topology:
   `make_system("shim").start("api")`, then `.start_workers()`); all killed at the test's end.
+* `browser` (module scope): headless Debian chromium driven by Playwright (the UI tests).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.e2e.live import LiveSystem
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; the dev bootstrap installs it (never a download)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: ops/test.sh's bootstrap installs it (apt-get install chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 def _tag(name: str) -> str:

@@ -331,6 +331,24 @@ def test_one_sandbox_child_per_test_and_a_merged_execute_result(
     assert [r["kind"] for r in idx0] == ["artifact_index"] * 3
 
 
+def test_a_fan_out_waits_once_for_all_its_tasks(rt: Runtime, sql: Sql, start_worker: Worker) -> None:
+    # 40 sandbox tasks: the parent parks once for all of them and the last one to end wakes it
+    # once, so it is claimed twice in all (before the fan-out, after the fan-in), not once per task.
+    start_worker()
+    tests = [f"t{i}.ts" for i in range(40)]
+    hooks = {"testHooks": {"tests": tests, "testCommand": "echo fan"}}
+    wid, run_id = start_run(rt, sql, "wide fan out", constraints=hooks, approved=True)
+    wait_run(sql, run_id, "succeeded", timeout=60)
+    [parent] = sql("SELECT lease_epoch FROM dbos.workflow_status WHERE workflow_uuid = %s", (wid,))
+    assert parent["lease_epoch"] <= 3, parent
+    names = [r["function_name"] for r in rt.client.steps(wid)]
+    assert names.count("kodo.start_child") == 40 and names.count("kodo.wait_children") == 1
+    assert "kodo.get_result" not in names
+    [execute] = [s for s in _steps(sql, run_id) if s["step_id"] == "ExecuteST"]
+    assert len(execute["output"]["raw"]["tasks"]) == 40
+    assert execute["output"]["stdout"] == "\n---\n".join(f"OK: echo fan {t}\n" for t in tests)
+
+
 def test_a_run_cancelled_at_the_plan_gate_resumes_to_the_gate_and_then_succeeds(
     rt: Runtime, sql: Sql, start_worker: Worker
 ) -> None:
