@@ -80,5 +80,6 @@ class OpKind(StrEnum):
     SEND = "send"
     RECV = "recv"
     START_CHILD = "start_child"
+    START_CHILDREN = "start_children"
     GET_RESULT = "get_result"
     WAIT_CHILDREN = "wait_children"

@@ -348,19 +348,14 @@ def build_tasks(ctx: dict[str, Any], decision: dict[str, Any]) -> list[dict[str,
 
 def execute(ctx: dict[str, Any], decision: dict[str, Any], rerun: Rerun) -> dict[str, Any]:
     tasks = build_tasks(ctx, decision)
-    child_ids = []
-    for task in tasks:
-        child_id = task["taskKey"] + rerun.child_suffix
-        wf.start_child(
-            task_workflow,
-            task,
-            ctx["runId"],
-            0 if rerun.first else AFTER_RECORDED,
-            workflow_id=child_id,
-            queue=SBX_QUEUE,
-            partition_key=ctx["queuePartitionKey"],
-        )
-        child_ids.append(child_id)
+    # Fan-out: every task's child in one batch (one operation, one transaction, one checkpoint).
+    base = 0 if rerun.first else AFTER_RECORDED
+    child_ids = wf.start_children(
+        task_workflow,
+        [((task, ctx["runId"], base), task["taskKey"] + rerun.child_suffix) for task in tasks],
+        queue=SBX_QUEUE,
+        partition_key=ctx["queuePartitionKey"],
+    )
     # Fan-in: one wait for all of them (the last child to end wakes this workflow once), instead of
     # a wait per child, each a park and a replay of the whole workflow.
     ended = {c["workflow_id"]: c for c in wf.wait_children()}

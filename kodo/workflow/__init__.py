@@ -23,6 +23,7 @@ from kodo.workflow.context import (
     send,
     sleep,
     start_child,
+    start_children,
     wait_children,
 )
 from kodo.workflow.registry import RetryPolicy, step, transaction, workflow
@@ -37,6 +38,7 @@ __all__ = [
     "send",
     "sleep",
     "start_child",
+    "start_children",
     "step",
     "transaction",
     "wait_children",

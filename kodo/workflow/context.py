@@ -142,6 +142,18 @@ def start_child(
     return _require("start_child()").start_child(wf, args, kwargs, workflow_id, queue, partition_key)
 
 
+def start_children(
+    wf: WorkflowDef[..., Any],
+    calls: list[tuple[tuple[Any, ...], str]],
+    *,
+    queue: str | None = None,
+    partition_key: str | None = None,
+) -> list[str]:
+    """Start one child per `(args, workflow_id)` at once (one operation, one transaction, one
+    checkpoint, however many children); returns their ids. Wait for them with `wait_children()`."""
+    return _require("start_children()").start_children(wf, calls, queue, partition_key)
+
+
 def get_result(child_id: str) -> Any:
     """Wait (without holding a worker) for a child to finish; return its output or raise its error."""
     return _require("get_result()").get_result(child_id)

@@ -442,6 +442,39 @@ class Execution:
 
         return self._operation(OpKind.START_CHILD, "kodo.start_child", body, replay)
 
+    def start_children(
+        self,
+        wf: WorkflowDef[Any, Any],
+        calls: list[tuple[tuple[Any, ...], str]],
+        queue: str | None,
+        partition_key: str | None,
+    ) -> list[str]:
+        """Start one child per `(args, workflow_id)` in one operation: every row inserted in one
+        transaction with one checkpoint (the ids), and their doorbells rung together after it."""
+
+        def body(op: Op) -> list[str]:
+            now = clock.now_ms()
+            children = [
+                self.engine.new_workflow(
+                    wf,
+                    args,
+                    {},
+                    workflow_id=child_id,
+                    queue=queue,
+                    partition_key=partition_key,
+                    parent=self.workflow_id,
+                )
+                for args, child_id in calls
+            ]
+            ids = [child_id for _, child_id in calls]
+            with self._tx() as bells:
+                for new in children:
+                    bells.add(self.session.insert_workflow(new, now))
+                self._record(Checkpoint(op.function_id, op.name, serde.dumps(ids), None, now))
+            return ids
+
+        return list(self._operation(OpKind.START_CHILDREN, "kodo.start_children", body))
+
     def _fan_in(self, outcome: Callable[[], Checkpoint | Wait]) -> Recorded:
         """Lock our row, then record the children's outcome if it is final, or park on what it
         still waits for."""

@@ -53,6 +53,30 @@ def test_fan_out_parent_holds_no_slot_and_wakes_once_after_the_last_child(
     ]
 
 
+def test_children_started_in_one_batch_are_one_operation_and_the_parent_wakes_once(
+    rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql
+) -> None:
+    start_worker(name="intent", queues="intentQ", concurrency=1)
+    start_worker(name="sbx", queues="sbxQ", concurrency=2)
+    rt.client.start(t.batch_fan_out, 30, workflow_id="batch")
+    done = rt.client.wait("batch", 60)
+    assert done["status"] == "SUCCESS"
+    assert json.loads(done["output"]) == [i * 10 for i in range(30)]
+    kids = sql(
+        "SELECT workflow_uuid, status, queue_name FROM dbos.workflow_status WHERE parent_workflow_id = 'batch'"
+    )
+    assert sorted((k["workflow_uuid"], k["status"], k["queue_name"]) for k in kids) == sorted(
+        (f"batch-b{i}", "SUCCESS", "sbxQ") for i in range(30)
+    )
+    names = [s["function_name"] for s in rt.client.steps("batch")]
+    assert names == ["kodo.start_children", "kodo.wait_children"]
+    assert json.loads(rt.client.steps("batch")[0]["output"]) == [f"batch-b{i}" for i in range(30)]
+    # Two runs of the parent, each passing the batch (recorded by the first, replayed by the
+    # second): up to the fan-in, and once after the last child woke it.
+    assert done["lease_epoch"] == 2
+    assert effects_of(sql, "batch") == {"batch-started": 2}
+
+
 def test_a_failing_childs_exception_surfaces_through_get_result(
     rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql
 ) -> None:

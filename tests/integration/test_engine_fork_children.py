@@ -12,6 +12,7 @@ from typing import Any
 from kodo.intent.ops import OpsService
 from kodo.runtime import Runtime
 from tests.conftest import effects_of
+from tests.support import procs
 from tests.support import workflows as t
 from tests.support.helpers import Sql, poll
 
@@ -74,3 +75,21 @@ def test_a_fork_taken_after_the_children_finished_reads_their_recorded_results(
     for i in range(2):
         assert effects_of(sql, f"{wid}-c{i}") == {"sleepy-child-done": 1}
     assert _children(sql, forked) == []
+
+
+def test_a_fork_after_a_batch_start_reads_the_originals_children(
+    rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql
+) -> None:
+    # The batch (operation 1) is copied: the fork's wait finds the children it names (child_states'
+    # start_children branch), already finished, and starts none of its own.
+    start_worker(name="intent", queues="intentQ", concurrency=1)
+    start_worker(name="sbx", queues="sbxQ", concurrency=2)
+    rt.client.start(t.batch_fan_out, 3, workflow_id="bf")
+    assert rt.client.wait("bf", 30)["status"] == "SUCCESS"
+    forked = rt.client.fork("bf", 2, new_workflow_id="bf-fork")
+    done = rt.client.wait(forked, 30)
+    assert done["status"] == "SUCCESS"
+    assert json.loads(done["output"]) == [0, 10, 20]
+    assert sql("SELECT count(*) AS n FROM dbos.workflow_status WHERE parent_workflow_id = %s", (forked,)) == [
+        {"n": 0}
+    ]

@@ -332,8 +332,9 @@ def test_one_sandbox_child_per_test_and_a_merged_execute_result(
 
 
 def test_a_fan_out_waits_once_for_all_its_tasks(rt: Runtime, sql: Sql, start_worker: Worker) -> None:
-    # 40 sandbox tasks: the parent parks once for all of them and the last one to end wakes it
-    # once, so it is claimed twice in all (before the fan-out, after the fan-in), not once per task.
+    # 40 sandbox tasks, started in one batch: the parent parks once for all of them and the last one
+    # to end wakes it once, so it is claimed twice in all (before the fan-out, after the fan-in),
+    # not once per task.
     start_worker()
     tests = [f"t{i}.ts" for i in range(40)]
     hooks = {"testHooks": {"tests": tests, "testCommand": "echo fan"}}
@@ -342,7 +343,7 @@ def test_a_fan_out_waits_once_for_all_its_tasks(rt: Runtime, sql: Sql, start_wor
     [parent] = sql("SELECT lease_epoch FROM dbos.workflow_status WHERE workflow_uuid = %s", (wid,))
     assert parent["lease_epoch"] <= 3, parent
     names = [r["function_name"] for r in rt.client.steps(wid)]
-    assert names.count("kodo.start_child") == 40 and names.count("kodo.wait_children") == 1
+    assert names.count("kodo.start_children") == 1 and names.count("kodo.wait_children") == 1
     assert "kodo.get_result" not in names
     [execute] = [s for s in _steps(sql, run_id) if s["step_id"] == "ExecuteST"]
     assert len(execute["output"]["raw"]["tasks"]) == 40

@@ -28,6 +28,7 @@ transactional state, so it commits and rolls back with the checkpoint).
 from __future__ import annotations
 
 import copy
+import json
 import re
 import threading
 from collections import Counter, deque
@@ -599,6 +600,11 @@ class MemorySession:
             o["child_workflow_id"]
             for (wid, _), o in self._s.outputs.items()
             if wid == parent and o["function_name"] == "kodo.start_child"
+        } | {
+            child
+            for (wid, _), o in self._s.outputs.items()
+            if wid == parent and o["function_name"] == "kodo.start_children"
+            for child in json.loads(o["output"])
         }
         return [
             {k: r[k] for k in ("workflow_uuid", "status", "output", "error", "parent_workflow_id")}

@@ -94,6 +94,15 @@ def fan_out(n: int) -> list[int]:
     return [int(wf.get_result(cid)) for cid in ids]
 
 
+@wf.workflow(name="t.batch_fan_out", queue="intentQ")
+def batch_fan_out(n: int) -> list[int]:
+    me = wf.current_workflow_id()
+    ids = wf.start_children(child, [((i,), f"{me}-b{i}") for i in range(n)], queue="sbxQ")
+    count_effect("batch-started")  # outside any step: counts each run of the parent past the batch
+    done = {d["workflow_id"]: d for d in wf.wait_children()}
+    return [int(done[cid]["output"]) for cid in ids]
+
+
 @wf.workflow(name="t.fails", queue="intentQ")
 def fails(message: str) -> None:
     tx_effect("before-fail")

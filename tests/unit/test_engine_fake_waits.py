@@ -84,6 +84,14 @@ def fan_out_step(n: int) -> list[dict[str, Any]]:
     return wf.wait_children()
 
 
+@wf.workflow(name="fake.waits.batch_step")
+def batch_step(n: int) -> list[dict[str, Any]]:
+    me = wf.current_workflow_id()
+    wf.start_children(child, [((10 * i,), f"{me}-b{i}") for i in range(n)])
+    effect("between")
+    return wf.wait_children()
+
+
 @wf.workflow(name="fake.waits.sender")
 def sender(destination: str) -> None:
     wf.send(destination, "from a workflow", "t")
@@ -436,6 +444,49 @@ def test_deliver_runs_a_fan_out_to_completion(fake: Fake) -> None:
     assert [wid for wid, _ in outcomes] == ["fo-2", "fo-2-1", "fo-2-2", "fo-2"]
     assert outcomes[-1][1].kind is OutcomeKind.SUCCESS
     assert [c["output"] for c in output(fake, "fo-2")] == [1, 11]
+
+
+def test_children_started_in_one_batch_are_one_operation_and_replay_it(fake: Fake) -> None:
+    engine, client, store, dispatcher = fake
+    client.start(batch_step, 3, workflow_id="bs-1")
+    assert engine.execute("bs-1").kind is OutcomeKind.PARKED  # on all its children
+    kids = ["bs-1-b0", "bs-1-b1", "bs-1-b2"]
+    assert [store.row(k)["status"] for k in kids] == ["ENQUEUED"] * 3
+    assert all(dispatcher.count(k) == 1 for k in kids)  # rung together, once each
+    for k in kids:
+        assert engine.execute(k).kind is OutcomeKind.SUCCESS
+    assert dispatcher.count("bs-1") == 2  # woken once, by the last
+    assert engine.execute("bs-1").kind is OutcomeKind.SUCCESS
+    assert [c["output"] for c in output(fake, "bs-1")] == [1, 11, 21]
+    assert [o["function_name"] for o in client.steps("bs-1")] == [
+        "kodo.start_children",
+        "fake.waits.effect",
+        "kodo.wait_children",
+    ]
+    assert RAN[("bs-1", "between")] == 1
+    assert sorted(r["workflow_uuid"] for r in store.rows() if r["workflow_uuid"].startswith("bs-1-")) == kids
+
+
+def test_a_fork_after_a_batch_shares_its_children(fake: Fake) -> None:
+    engine, client, store, _ = fake
+    client.start(batch_step, 2, workflow_id="bs-2")
+    assert engine.execute("bs-2").kind is OutcomeKind.PARKED
+    fork = client.fork("bs-2", 2, new_workflow_id="bs-2f")  # the batch is copied: its children shared
+    assert engine.execute(fork).kind is OutcomeKind.PARKED
+    assert store.row(fork)["wait_kind"] == "child"
+    for k in ("bs-2-b0", "bs-2-b1"):
+        assert engine.execute(k).kind is OutcomeKind.SUCCESS
+    for wid in ("bs-2", fork):
+        while store.row(wid)["status"] != "SUCCESS":
+            assert engine.execute(wid).kind in (OutcomeKind.SUCCESS, OutcomeKind.PARKED)
+    assert [c["output"] for c in output(fake, fork)] == [1, 11]
+    assert (RAN[("bs-2-b0", "inc")], RAN[("bs-2-b1", "inc")]) == (1, 1)  # each child ran once
+    assert sorted(r["workflow_uuid"] for r in store.rows() if r["workflow_uuid"].startswith("bs-2")) == [
+        "bs-2",
+        "bs-2-b0",
+        "bs-2-b1",
+        "bs-2f",
+    ]
 
 
 # ---- forks share their original's children -----------------------------------------------------

@@ -150,11 +150,13 @@ RETURNING workflow_uuid, lease_epoch
 
 -- name: child_states
 -- The children of a workflow, for fan-in checks: those it started, and those its recorded
--- start_child operations name (a fork's copies name its original's children).
+-- start_child / start_children operations name (a fork's copies name its original's children).
 SELECT workflow_uuid, status, output, error, parent_workflow_id FROM dbos.workflow_status
 WHERE parent_workflow_id = %(parent)s
    OR workflow_uuid IN (SELECT o.child_workflow_id FROM dbos.operation_outputs o
                         WHERE o.workflow_uuid = %(parent)s AND o.function_name = 'kodo.start_child')
+   OR workflow_uuid IN (SELECT jsonb_array_elements_text(o.output::jsonb) FROM dbos.operation_outputs o
+                        WHERE o.workflow_uuid = %(parent)s AND o.function_name = 'kodo.start_children')
 
 -- name: cancel_workflow
 -- Cancel is a status transition; the runner stops at its next step boundary. The lease stays with
