@@ -160,7 +160,9 @@ def test_flower_shows_both_pools_all_queues_and_the_work_under_workflow_names(
     assert not any(t["name"] == "kodo.run_workflow" for t in tasks.values())
 
     # Both pools, with the queues each consumes.
-    workers = api(url, "/api/workers?refresh=1")
+    # (A refresh pings the workers with a short timeout: a busy machine may answer one late, so the
+    # view is read again until both have answered.)
+    workers = poll("both pools in Flower", lambda: api(url, "/api/workers?refresh=1"), lambda w: len(w) >= 2)
     queues_of = {
         name.split("@")[0]: sorted(q["name"] for q in info["active_queues"]) for name, info in workers.items()
     }

@@ -104,8 +104,14 @@ def test_step_spans_under_the_celery_task_span_and_their_ids_on_run_steps(
 
     # The sandbox tasks: their step spans sit under their own task span, whose parent is the publish
     # span of the parent workflow's worker (the trace context travels in the Celery message).
-    [start_child] = [s for s in spans if s.name == "kodo.start_child" and s.attributes["workflowID"] == wid][
-        :1
+    # (The children are started in one batch: one `kodo.start_children` operation; its span is the
+    # parent of every publish.)
+    [start_children] = [
+        s
+        for s in spans
+        if s.name == "kodo.start_children"
+        and s.attributes["workflowID"] == wid
+        and not s.attributes["step.replayed"]
     ]
     for child in children:
         attempts = [
@@ -119,8 +125,8 @@ def test_step_spans_under_the_celery_task_span_and_their_ids_on_run_steps(
         )
         publish = index[task.parent_span_id or ""]
         assert (publish.name, publish.kind) == ("apply_async/kodo.run_workflow", PRODUCER)
-        assert index[publish.parent_span_id or ""].attributes["workflowID"] == wid
-        assert task.trace_id == start_child.trace_id
+        assert publish.parent_span_id == start_children.span_id
+        assert task.trace_id == start_children.trace_id
 
     # run_steps carries, per step, the ids of the span of the operation that wrote it.
     rows = sql("SELECT step_id, trace_id, span_id FROM app.run_steps WHERE run_id = %s", (run_id,))
