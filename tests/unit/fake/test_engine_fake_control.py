@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,8 +21,8 @@ from kodo.workflow.publisher import Bells
 from kodo.workflow.reconciler import PassCounts, Reconciler
 from kodo.workflow.registry import Registry
 from tests.support.memstore import Fake, FakeClock, MemorySession, make_engine
+from tests.unit.fake.conftest import T0
 
-T0 = 1_700_000_000_000
 Q = "intentQ"
 LEASE_MS = 5000
 REPUBLISH_AFTER_MS = 10_000  # Settings defaults
@@ -96,27 +95,6 @@ def failing() -> None:
 
 
 # ---- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def _fresh_database() -> Iterator[None]:
-    """Overrides the autouse fixture of tests/conftest.py: these tests need neither Postgres nor Redis."""
-    yield
-
-
-@pytest.fixture
-def clk(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    c = FakeClock(T0)
-    monkeypatch.setattr(clock, "now_ms", c)
-    return c
-
-
-@pytest.fixture
-def fake(clk: FakeClock) -> Iterator[Fake]:
-    f = make_engine()
-    yield f
-    assert f.dispatcher.during_transaction == [], "a doorbell rang before its transaction committed"
-    assert not f.store.in_transaction()
 
 
 def hook_calls(tag: str) -> list[tuple[Transition, str | None, bool]]:

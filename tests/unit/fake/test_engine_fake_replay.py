@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from kodo import clock
 from kodo import workflow as wf
 from kodo.config import Settings
 from kodo.errors import NonDeterminismError, StepRetriesExceededError
@@ -20,8 +18,8 @@ from kodo.workflow import context, executor, serde
 from kodo.workflow.engine import Engine
 from kodo.workflow.operations import Op
 from tests.support.memstore import Fake, FakeClock, MemorySession, make_engine
+from tests.unit.fake.conftest import T0
 
-T0 = 1_700_000_000_000
 LEASE_MS = 5000  # Settings defaults (make_engine builds Settings.from_env({}))
 
 
@@ -134,27 +132,6 @@ def fragile() -> str:
 
 
 # ---- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def _fresh_database() -> Iterator[None]:
-    """Overrides the autouse fixture of tests/conftest.py: these tests need neither Postgres nor Redis."""
-    yield
-
-
-@pytest.fixture
-def clk(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    c = FakeClock(T0)
-    monkeypatch.setattr(clock, "now_ms", c)
-    return c
-
-
-@pytest.fixture
-def fake(clk: FakeClock) -> Iterator[Fake]:
-    f = make_engine()
-    yield f
-    assert f.dispatcher.during_transaction == [], "a doorbell rang before its transaction committed"
-    assert not f.store.in_transaction()
 
 
 @dataclass

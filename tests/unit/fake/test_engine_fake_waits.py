@@ -5,19 +5,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from kodo import clock
 from kodo import workflow as wf
 from kodo.errors import ChildWorkflowError, NotFoundError
 from kodo.states import OutcomeKind
 from kodo.workflow import serde
 from tests.support.memstore import Fake, FakeClock, WouldBlockError, make_engine
+from tests.unit.fake.conftest import T0
 
-T0 = 1_700_000_000_000
 Q = "intentQ"
 
 RAN: Counter[tuple[str, str]] = Counter()
@@ -98,27 +96,6 @@ def sender(destination: str) -> None:
 
 
 # ---- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def _fresh_database() -> Iterator[None]:
-    """Overrides the autouse fixture of tests/conftest.py: these tests need neither Postgres nor Redis."""
-    yield
-
-
-@pytest.fixture
-def clk(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    c = FakeClock(T0)
-    monkeypatch.setattr(clock, "now_ms", c)
-    return c
-
-
-@pytest.fixture
-def fake(clk: FakeClock) -> Iterator[Fake]:
-    f = make_engine()
-    yield f
-    assert f.dispatcher.during_transaction == [], "a doorbell rang before its transaction committed"
-    assert not f.store.in_transaction()
 
 
 def output(fake: Fake, wid: str) -> Any:
