@@ -127,17 +127,9 @@ class OpsAuditEntry(TypedDict):
 
 
 @with_config(CLOSED)
-class OpsWorkflowDetail(TypedDict):
+class OpsWorkflowDetail(OpsWorkflowSummary):
     """`GET /api/ops/wf/:wid`: the summary plus its audit trail, newest first."""
 
-    workflowID: str
-    status: StatusName
-    workflowName: str
-    workflowClassName: str
-    queueName: NotRequired[str]
-    applicationVersion: NotRequired[str]
-    createdAt: int
-    updatedAt: NotRequired[int]
     audit: list[OpsAuditEntry]
 
 
