@@ -143,11 +143,13 @@ def render(report: PerfReport, scope: str | None = None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ops/sbx-perf-report.sh",
-        description="Sandbox task performance, computed in SQL (percentile_cont): p50/p95/p99 of each "
-        "sandbox attempt's wall time, p95 CPU and max memory (app.sbx_runs, the runbooks' "
-        "sbx-perf-report.sh), and p50/p95/p99/max of the sbxQ tasks' queue wait, run and total time "
-        "(dbos.workflow_status). Reads the environment's database (APP_DB_NAME, default app_local). "
-        "Computes no pass or fail.",
+        description="Sandbox task performance, computed in SQL (percentile_cont), for the runs whose id\n"
+        "starts with a PREFIX:\n"
+        "  - p50/p95/p99 wall time, p95 CPU and max memory of every sandbox attempt (app.sbx_runs;\n"
+        "    the runbooks' scripts/sbx-perf-report.sh and its columns);\n"
+        "  - n, p50/p95/p99 and max of the sbxQ tasks' queue wait (enqueued -> first claim), run\n"
+        "    (first claim -> end) and total time, in ms (dbos.workflow_status).\n"
+        "Reads the environment's database (APP_DB_NAME, default app_local). Computes no pass or fail.",
         epilog="examples:\n"
         "  ops/sbx-perf-report.sh run_                    every intent run (the runbooks' call)\n"
         "  ops/sbx-perf-report.sh run_0123456789abcdef    one run\n"
