@@ -7,3 +7,8 @@ import time
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def monotonic_ms() -> int:
+    """A clock for intervals (cache ages): never goes back."""
+    return int(time.monotonic() * 1000)

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from kodo.errors import ConfigError
+from kodo.queues import INTENT_QUEUE, SBX_QUEUE
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:
@@ -263,6 +264,98 @@ def _api_tokens(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """A rolling-window rate limit: at most `limit` admissions per `period_ms`."""
+
+    limit: int
+    period_ms: int
+
+    def __str__(self) -> str:
+        seconds = self.period_ms / 1000
+        return f"{self.limit}/{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """The flow control of one queue (admission, `kodo.workflow.admission`). None: no limit.
+
+    Queue-wide: `concurrency` (workflows holding a slot: admitted and not parked or ended),
+    `worker_concurrency` (leases one worker process group holds), `rate` (admissions per window).
+    Per partition (`queuePartitionKey`; rows without one are one partition), the same three, which
+    per-partition overrides (`kodo queue set Q --partition KEY`) replace for one key."""
+
+    concurrency: int | None = None
+    worker_concurrency: int | None = None
+    rate: Rate | None = None
+    partition_concurrency: int | None = None
+    partition_worker_concurrency: int | None = None
+    partition_rate: Rate | None = None
+    priority_enabled: bool = True
+
+    @property
+    def limited(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.concurrency,
+                self.worker_concurrency,
+                self.rate,
+                self.partition_concurrency,
+                self.partition_worker_concurrency,
+                self.partition_rate,
+            )
+        )
+
+
+def env_limit(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """A limit: a whole number >= 1, or `none` (no limit); unset or empty: the default."""
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    if raw.lower() == "none":
+        return None
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ConfigError(f"invalid {name}: {raw} (a whole number >= 1, or none)") from None
+    if value < 1:
+        raise ConfigError(f"invalid {name}: {raw} (a whole number >= 1, or none)")
+    return value
+
+
+def _rate(env: Mapping[str, str], prefix: str, default: int | None) -> Rate | None:
+    limit = env_limit(env, f"{prefix}_RATE_LIMIT_PER_PERIOD", default)
+    period_s = env_int(env, f"{prefix}_RATE_LIMIT_PERIOD_SEC", 60, minimum=1)
+    return None if limit is None else Rate(limit, period_s * 1000)
+
+
+def _queue_limits(env: Mapping[str, str], prefix: str, defaults: tuple[int | None, ...]) -> QueueLimits:
+    """`<prefix>_*` as the original's partitioned queue counted them (per partition):
+    CONCURRENCY, WORKER_CONCURRENCY and RATE_LIMIT_PER_PERIOD / RATE_LIMIT_PERIOD_SEC hold for each
+    partition; `<prefix>_GLOBAL_*` the same three for the whole queue; PRIORITY_ENABLED."""
+    conc, worker, rate = defaults
+    return QueueLimits(
+        concurrency=env_limit(env, f"{prefix}_GLOBAL_CONCURRENCY", None),
+        worker_concurrency=env_limit(env, f"{prefix}_GLOBAL_WORKER_CONCURRENCY", None),
+        rate=_rate(env, f"{prefix}_GLOBAL", None),
+        partition_concurrency=env_limit(env, f"{prefix}_CONCURRENCY", conc),
+        partition_worker_concurrency=env_limit(env, f"{prefix}_WORKER_CONCURRENCY", worker),
+        partition_rate=_rate(env, prefix, rate),
+        priority_enabled=env_bool(env, f"{prefix}_PRIORITY_ENABLED", True),
+    )
+
+
+def queue_limits_from_env(env: Mapping[str, str] | None = None) -> dict[str, QueueLimits]:
+    """The default limits of sbxQ (the original's: 50 per partition, 10 per worker and partition,
+    100 per 60 s per partition) and intentQ (none unless INTENT_QUEUE_* set them)."""
+    e = _environ(env)
+    return {
+        SBX_QUEUE: _queue_limits(e, "SBX_QUEUE", (50, 10, 100)),
+        INTENT_QUEUE: _queue_limits(e, "INTENT_QUEUE", (None, None, None)),
+    }
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every knob kodo reads, resolved once. Build with `Settings.from_env()`."""
 
@@ -324,6 +417,9 @@ class Settings:
     publish_timeout_ms: int = 1000
     # Tracing, metrics and Flower (kodo.telemetry, workers.flower).
     observability: Observability = field(default_factory=Observability)
+    # Flow control defaults (SBX_QUEUE_*, INTENT_QUEUE_*), written to dbos.queue_limits by every
+    # reconciler at start-up unless an operator has set the queue (`kodo queue set`).
+    queue_limits: dict[str, QueueLimits] = field(default_factory=dict)
 
     @property
     def heartbeat_ms(self) -> int:
@@ -380,6 +476,7 @@ class Settings:
             schedule_tick_ms=_schedule_tick_ms(e),
             workflow_modules=workflow_modules_from_env(e),
             observability=observability_from_env(e),
+            queue_limits=queue_limits_from_env(e),
         )
 
 

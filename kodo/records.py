@@ -70,6 +70,7 @@ class Claim:
     parent: str | None
     recovery_attempts: int
     recorded: list[Recorded] = field(default_factory=list)
+    queue: str = ""
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     runtime = _runtime()
     rec = runtime.reconciler()
     if args.once:
+        rec.write_env_limits()
         print(json.dumps(rec.sweep().__dict__))
         return 0
     if args.admin_port:
@@ -250,6 +251,98 @@ def _add_ops_plane(sub: Any) -> None:
     fb.set_defaults(fn=cmd_fork_batch)
 
 
+# ---- kodo queue show|set|reset: flow control limits in Postgres ----------------------------------
+
+# flag -> the limit it sets (kodo.db.limits.QUEUE_FIELDS / PARTITION_FIELDS)
+_LIMIT_FLAGS = (
+    ("--concurrency", "concurrency", "workflows running at once (0 pauses admission; none: no cap)"),
+    ("--worker-concurrency", "worker_concurrency", "at once on one worker (celery worker process group)"),
+    ("--rate", "rate", "admissions per window, N/SECONDS (e.g. 100/60; none: no rate limit)"),
+    ("--partition-concurrency", "partition_concurrency", "default cap of each partition"),
+    ("--partition-worker-concurrency", "partition_worker_concurrency", "each partition, on one worker"),
+    ("--partition-rate", "partition_rate", "default rate of each partition, N/SECONDS"),
+    ("--priority", "priority", "on/off: admit by priority (lower first), else in arrival order"),
+    ("--weight", "weight", "with --partition: its turns in the round-robin (default 1)"),
+)
+
+
+def _print_limits(rows: list[dict[str, Any]], queue: str | None, as_json: bool) -> None:
+    rows = [r for r in rows if queue is None or r["queue"] == queue]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"{queue or 'no queue'}: no limits (every runnable workflow is dispatched at once)")
+    rows = [{k: "none" if v is None else v for k, v in r.items()} for r in rows]
+    for r in rows:
+        print(
+            f"{r['queue']} ({r['source']}): concurrency {r['concurrency']}, worker {r['workerConcurrency']}, "
+            f"rate {r['rate']}; per partition: concurrency {r['partitionConcurrency']}, "
+            f"worker {r['partitionWorkerConcurrency']}, rate {r['partitionRate']}; "
+            f"priority {'on' if r['priorityEnabled'] else 'off'}"
+        )
+        print(
+            f"  now: {r['running']} running, {r['waiting']} waiting, {r['admittedInWindow']} admitted in the window"
+        )
+        for p in r["partitions"]:
+            own = ", ".join(
+                f"{k} {p[k]}" for k in ("concurrency", "workerConcurrency", "rate") if p[k] is not None
+            )  # a partition's own limits only (the queue's defaults apply to the others)
+            print(
+                f"  partition {p['partition'] or '(none)'!s}: weight {p['weight']}"
+                f"{', ' + own if own else ''}; {p['running']} running, {p['waiting']} waiting"
+            )
+
+
+def cmd_queue_show(args: argparse.Namespace, settings: Settings) -> int:
+    _print_limits(_runtime().show_limits(), args.queue, args.json)
+    return 0
+
+
+def cmd_queue_set(args: argparse.Namespace, settings: Settings) -> int:
+    raw = {field: getattr(args, field) for _, field, _ in _LIMIT_FLAGS if getattr(args, field) is not None}
+    rows = _runtime().set_limits(args.queue, args.partition, raw)
+    _print_limits(rows, args.queue, args.json)
+    return 0
+
+
+def cmd_queue_reset(args: argparse.Namespace, settings: Settings) -> int:
+    rows = _runtime().reset_limits(args.queue, args.partition)
+    _print_limits(rows, args.queue, args.json)
+    return 0
+
+
+def _add_queue(sub: Any) -> None:
+    q = sub.add_parser(
+        "queue",
+        help="flow control: show or change a queue's limits at run time (workers apply them within a second)",
+    )
+    qsub = q.add_subparsers(dest="queue_command", required=True)
+    show = qsub.add_parser("show", help="the limits of the limited queues, with what uses them now")
+    show.add_argument("queue", nargs="?", default=None, help="only this queue")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(fn=cmd_queue_show)
+    qs = qsub.add_parser(
+        "set",
+        help="set limits of QUEUE (or, with --partition, one partition's own); kept until `queue reset`",
+    )
+    qs.add_argument("queue", help="intentQ, sbxQ or controlQ")
+    qs.add_argument(
+        "--partition", default=None, help="one partition (queuePartitionKey): its own limits and weight"
+    )
+    for flag, field, hlp in _LIMIT_FLAGS:
+        qs.add_argument(
+            flag, dest=field, default=None, metavar="N" if "rate" not in field else "N/S", help=hlp
+        )
+    qs.add_argument("--json", action="store_true", help="print the result as JSON")
+    qs.set_defaults(fn=cmd_queue_set)
+    qr = qsub.add_parser("reset", help="back to the environment's limits (or drop a partition's own)")
+    qr.add_argument("queue")
+    qr.add_argument("--partition", default=None, help="drop only this partition's own limits")
+    qr.add_argument("--json", action="store_true", help="print the result as JSON")
+    qr.set_defaults(fn=cmd_queue_reset)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kodo", description="kodo operator commands")
     sub = p.add_subparsers(dest="command", required=True)
@@ -279,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--app-version", "-v", default=None)
     f.set_defaults(fn=cmd_fork)
     _add_ops_plane(sub)
+    _add_queue(sub)
     return p
 
 

@@ -7,6 +7,7 @@ semantics (acks_late, reject_on_worker_lost, prefetch 1) are set in `kodo.dispat
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery, signals
@@ -16,6 +17,7 @@ from kodo.config import Settings
 from kodo.db import pool
 from kodo.dispatch import QUEUES, RUN_WORKFLOW_TASK, celery_settings
 from kodo.runtime import Runtime, import_workflow_modules
+from kodo.workflow import executor
 from kodo.workflow.reconciler import Reconciler
 from workers.events import EventsFollowMonitor
 
@@ -98,6 +100,8 @@ def run_workflow(self: Any, workflow_id: str, **_: Any) -> str:
 def _child_init(**_: Any) -> None:
     global _runtime
     _runtime = None  # never share the parent's connections across fork
+    # The per-worker caps count the leases of the whole worker (this pool's main process).
+    executor.set_node(f"{executor.HOST}:{os.getppid()}")
 
 
 @signals.worker_process_shutdown.connect

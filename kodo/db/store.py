@@ -7,12 +7,14 @@ autocommitting unless inside `transaction()`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, LiteralString
 
 import psycopg
 
+from kodo.config import QueueLimits
+from kodo.db.limits import write_env
 from kodo.db.pool import Conn, Database, connect
 from kodo.db.queries import Q
 from kodo.records import (
@@ -75,13 +77,14 @@ class PgSession:
     # ---- claiming --------------------------------------------------------------------------
 
     def claim(
-        self, workflow_id: str, executor_id: str, app_version: str, now: int, lease_until: int
+        self, workflow_id: str, executor_id: str, app_version: str, now: int, lease_until: int, node: str = ""
     ) -> Claim | None:
         row = self._one(
             Q["claim_workflow"],
             {
                 "workflow_uuid": workflow_id,
                 "executor_id": executor_id,
+                "node": node or executor_id.rsplit(":", 1)[0],  # default: the executor's host:pid
                 "app_version": app_version,
                 "now": now,
                 "lease_until": lease_until,
@@ -98,6 +101,7 @@ class PgSession:
             parent=row["parent_workflow_id"],
             recovery_attempts=int(row["recovery_attempts"]),
             recorded=[Recorded(**r) for r in _json_list(row["recorded"])],
+            queue=row["queue_name"],
         )
 
     def count_noop(self, workflow_id: str, app_version: str) -> NoopReason | None:
@@ -310,6 +314,20 @@ class PgSession:
     def wake_due_timers(self, now: int, app_version: str, limit: int) -> list[Doorbell]:
         rows = self._all(Q["wake_due_timers"], {"now": now, "app_version": app_version, "limit": limit})
         return [_doorbell(r) for r in rows]
+
+    def limited_queues(self) -> frozenset[str]:
+        return frozenset(r["queue_name"] for r in self.conn.execute(Q["limited_queues"]).fetchall())
+
+    def admit(self, queue: str, app_version: str, now: int, hints: list[str]) -> list[Doorbell]:
+        rows = self._all(Q["admit"], {"queue": queue, "app_version": app_version, "now": now, "hint": hints})
+        return [_doorbell(r) for r in rows]
+
+    def due_windows(self, now: int) -> list[str]:
+        return [r["queue_name"] for r in self._all(Q["due_windows"], {"now": now})]
+
+    def write_env_limits(self, limits: Mapping[str, QueueLimits], now: int) -> None:
+        with self.conn.transaction():
+            write_env(self.conn, limits, now)
 
     def next_wake_at(self, app_version: str) -> int | None:
         row = self._one(Q["next_wake_at"], {"app_version": app_version})

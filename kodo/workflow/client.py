@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 from kodo import clock
@@ -30,7 +30,8 @@ Audit = Callable[[Any, str | None], None]
 class Started:
     workflow_id: str
     created: bool
-    doorbell: Doorbell | None = field(default=None, compare=False, repr=False)
+    # What to ring once the row is committed (after admission, for `start_txn`: maybe nothing yet).
+    doorbells: tuple[Doorbell, ...] = field(default=(), compare=False, repr=False)
 
 
 class Client:
@@ -71,7 +72,7 @@ class Client:
                 max_recovery_attempts=max_recovery_attempts,
                 timeout_ms=timeout_ms,
             )
-            bells.add(started.doorbell)
+            bells.add(*started.doorbells)
         return started
 
     def start_txn(
@@ -86,10 +87,14 @@ class Client:
     ) -> Started:
         """Insert the workflow row in the caller's transaction on `conn` (with its product rows).
 
-        The caller publishes after commit (`publish_started`). A deduplication clash raises
-        ConflictError and leaves the caller's transaction usable.
+        Admission runs in that transaction too; the caller publishes what it admitted after commit
+        (`publish_started`). A deduplication clash raises ConflictError and leaves the caller's
+        transaction usable.
         """
-        return self._insert(self.store.bind(conn), wf, args, kwargs, workflow_id=workflow_id, **options)
+        session = self.store.bind(conn)
+        started = self._insert(session, wf, args, kwargs, workflow_id=workflow_id, **options)
+        admitted = self.publisher.admission.admit(session, list(started.doorbells), ())
+        return replace(started, doorbells=tuple(admitted))
 
     def _insert(
         self,
@@ -106,12 +111,11 @@ class Client:
             bell = session.insert_workflow(new, clock.now_ms())
         except DuplicateError as exc:
             raise ConflictError(f"deduplication id {new.deduplication_id!r} is in use on this queue") from exc
-        return Started(workflow_id, bell is not None, bell)
+        return Started(workflow_id, bell is not None, () if bell is None else (bell,))
 
     def publish_started(self, started: Started) -> None:
         """Publish a workflow `start_txn` created, once the caller's transaction committed."""
-        if started.doorbell is not None:
-            self.publisher.ring([started.doorbell])
+        self.publisher.ring(started.doorbells)
 
     def send(
         self, destination: str, message: Any, topic: str = DEFAULT_TOPIC, idempotency_key: str | None = None
@@ -127,6 +131,13 @@ class Client:
                 message=serde.dumps(message),
                 now=clock.now_ms(),
             )
+
+    def admit(self, queue: str) -> None:
+        """Admit now what `queue`'s limits allow (after they changed here; every reconciler's sweep
+        does it within its interval anyway)."""
+        self.publisher.admission.forget()
+        with self.store.session() as s, self.publisher.commit_then_publish(s) as bells:
+            bells.free(queue)
 
     def cancel(self, workflow_id: str, *, audit: Audit | None = None) -> None:
         """ENQUEUED/PENDING -> CANCELLED; the runner stops at its next step boundary.
@@ -151,6 +162,7 @@ class Client:
                 transition=lambda: s.cancel(workflow_id, now),
             )
             if done:
+                bells.free(row["queue_name"])
                 self._run_hook(s, hook, Transition.CANCELLED, row)
                 if audit is not None:
                     audit(s.handle, None)

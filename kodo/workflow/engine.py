@@ -16,6 +16,7 @@ from kodo.config import Settings
 from kodo.records import Claim, Doorbell, Fence, NewWorkflow, NoopReason
 from kodo.states import OutcomeKind, WorkflowStatus
 from kodo.workflow import executor, serde, transitions
+from kodo.workflow.admission import Admission
 from kodo.workflow.execution import Execution
 from kodo.workflow.operations import Hooks
 from kodo.workflow.ports import Dispatcher, Session, Store
@@ -48,7 +49,7 @@ class Engine:
         self.settings = settings
         self.store = store
         self.registry = registry
-        self.publisher = Publisher(store, dispatcher)
+        self.publisher = Publisher(store, dispatcher, Admission(settings.app_version))
         self.hooks = Hooks()
         # Tells a database outage (the run is recovered later) from a failure of the workflow.
         self.store_unavailable = store_unavailable
@@ -121,7 +122,9 @@ class Engine:
         version = self.settings.app_version
 
         def take() -> Claim | None:
-            return session.claim(workflow_id, self.executor_id, version, now, now + self.settings.lease_ms)
+            return session.claim(
+                workflow_id, self.executor_id, version, now, now + self.settings.lease_ms, executor.node_id()
+            )
 
         claim = take()
         if claim is not None:

@@ -66,6 +66,7 @@ class Execution:
         self.workflow_id = claim.workflow_id
         self.fence = Fence(claim.workflow_id, claim.epoch, engine.executor_id)
         self.parent = claim.parent
+        self.queue = claim.queue
         self.inputs = claim.inputs
         self.recorded = {r.function_id: r for r in claim.recorded}
         self._next_id = 0
@@ -129,6 +130,8 @@ class Execution:
                 now=now,
                 transition=lambda: self.session.complete(self.fence, status, output, error, now),
             )
+            if done:
+                bells.free(self.queue)
             if done and hook is not None:
                 args, kwargs = serde.decode_inputs(self.inputs)
                 hook(self.session.handle, Transition(status.value), detail, *args, **kwargs)
@@ -222,6 +225,7 @@ class Execution:
     def _park(self, wait: Wait, wake_at: int | None) -> None:
         """Release the lease and wait (inside the caller's transaction)."""
         if self.session.park(self.fence, wait, wake_at, clock.now_ms()):
+            self.engine.publisher.free(self.session, self.queue)  # a parked run holds no slot
             return
         # Not parked: either cancelled while we still hold the lease (stop as cancelled, so the
         # engine gives the lease back and a resume can run at once), or no longer ours at all.

@@ -33,6 +33,20 @@ def executor_id() -> str:
     return eid
 
 
+_node: str | None = None
+
+
+def node_id() -> str:
+    """The worker this process belongs to, for the per-worker caps: `<host>:<pid>` of the Celery
+    worker whose pool it serves (`set_node`), else of this process."""
+    return _node or f"{HOST}:{os.getpid()}"
+
+
+def set_node(node: str) -> None:
+    global _node
+    _node = node
+
+
 def host_prefix() -> str:
     return f"{HOST}:%"
 

@@ -11,9 +11,11 @@ transaction commits; `kodo.workflow.publisher.Publisher` is the one place that r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from kodo.config import QueueLimits
 from kodo.records import (
     Attempt,
     Boundary,
@@ -41,9 +43,12 @@ class Session(Protocol):
 
     # ---- claiming --------------------------------------------------------------------------
     def claim(
-        self, workflow_id: str, executor_id: str, app_version: str, now: int, lease_until: int
+        self, workflow_id: str, executor_id: str, app_version: str, now: int, lease_until: int, node: str = ""
     ) -> Claim | None:
-        """Take the fenced lease (epoch + 1) of a runnable row and load its recorded operations."""
+        """Take the fenced lease (epoch + 1) of a runnable row and load its recorded operations.
+
+        A row of a limited queue must be admitted, and worker `node` under its per-worker caps (at
+        a cap the row gives its slot back and None is returned)."""
 
     def count_noop(self, workflow_id: str, app_version: str) -> NoopReason | None:
         """Count a delivery that could not claim; say why (None: unknown id)."""
@@ -142,6 +147,21 @@ class Session(Protocol):
 
     def mark_unpublished(self, workflow_id: str) -> None:
         """A publish failed: let the next reconciler pass ring this row again."""
+
+    # ---- admission -------------------------------------------------------------------------
+    def limited_queues(self) -> frozenset[str]:
+        """The queues with limits: their runnable rows wait for admission."""
+
+    def admit(self, queue: str, app_version: str, now: int, hints: list[str]) -> list[Doorbell]:
+        """Admit the waiting rows of `queue` (this version) that its limits allow, fairly across its
+        partitions, and return the doorbells to ring: those, and the `hints` (rows this transaction
+        made runnable) that hold a slot already. Unlimited queue: the runnable hinted rows."""
+
+    def due_windows(self, now: int) -> list[str]:
+        """Limited queues whose rate window reopened for waiting work."""
+
+    def write_env_limits(self, limits: Mapping[str, QueueLimits], now: int) -> None:
+        """The environment's default limits (a queue an operator has set keeps its own)."""
 
     # ---- reconciler ------------------------------------------------------------------------
     def wake_due_timers(self, now: int, app_version: str, limit: int) -> list[Doorbell]: ...

@@ -1,7 +1,8 @@
 """The one place that publishes: commit first, then ring the doorbells the transaction produced.
 
 Store transitions return `Doorbell`s; code collects them in a `Bells` while its transaction is
-open, and `Publisher.commit_then_publish` rings them only after the commit. A publish that fails
+open, and `Publisher.commit_then_publish` rings them only after the commit. Just before the commit,
+admission (`kodo.workflow.admission`) decides the doorbells of limited queues. A publish that fails
 (broker down) marks the row unpublished, so the reconciler rings it again as soon as the broker
 answers (it probes the broker while it is away); a crash between commit and publish loses nothing
 either, because the reconciler republishes what Postgres says is runnable.
@@ -14,19 +15,34 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from kodo.records import Doorbell
+from kodo.workflow.admission import Admission
 from kodo.workflow.ports import Dispatcher, Session, Store
 
 log = logging.getLogger(__name__)
 
 
 class Bells:
-    """The doorbells to ring once the current transaction has committed."""
+    """The doorbells to ring once the current transaction has committed, and the queues in which it
+    freed a slot (a workflow parked, ended or was cancelled: admission may ring the next)."""
 
     def __init__(self) -> None:
         self._bells: list[Doorbell] = []
+        self.freed: set[str] = set()
 
     def add(self, *bells: Doorbell | None) -> None:
         self._bells.extend(b for b in bells if b is not None)
+
+    def free(self, queue: str) -> None:
+        self.freed.add(queue)
+
+    def merge(self, other: Bells) -> None:
+        self._bells.extend(other._bells)
+        self.freed |= other.freed
+
+    def admit(self, session: Session, admission: Admission) -> None:
+        """Before the commit: let admission decide the doorbells of limited queues."""
+        self._bells = admission.admit(session, self._bells, self.freed)
+        self.freed = set()
 
     def __iter__(self) -> Iterator[Doorbell]:
         return iter(self._bells)
@@ -36,9 +52,10 @@ class Bells:
 
 
 class Publisher:
-    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher, admission: Admission) -> None:
         self.store = store
         self.dispatcher = dispatcher
+        self.admission = admission
         # The outermost open block of each session: a nested block (a durable call made inside a
         # @transaction step) is only a savepoint, so its doorbells wait for the outer commit.
         self._open: dict[int, Bells] = {}
@@ -53,18 +70,26 @@ class Publisher:
         if outer is not None:
             with session.transaction():  # a savepoint of the outer transaction
                 yield bells
-            outer.add(*bells)
+            outer.merge(bells)
             return
         self._open[key] = bells
         try:
             if atomic:
                 with session.transaction():
                     yield bells
+                    bells.admit(session, self.admission)
             else:
                 yield bells
+                bells.admit(session, self.admission)  # its own statement, after the block's
         finally:
             del self._open[key]
         self.ring(bells)
+
+    def free(self, session: Session, queue: str) -> None:
+        """The open transaction of `session` freed a slot of `queue` (admission may ring the next)."""
+        bells = self._open.get(id(session))
+        if bells is not None:
+            bells.free(queue)
 
     def ring(self, bells: Iterable[Doorbell]) -> None:
         failed: Exception | None = None

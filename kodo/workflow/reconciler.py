@@ -1,6 +1,9 @@
 """The reconciler: republishes what Postgres says should run. Cheap, and safe on every worker at once.
 
 It is a list of small passes run in one loop, each for this application version only:
+0. `Admit`: admission of the limited queues (kodo.workflow.admission), for what no transaction
+   rang; on the timer path, for the queues whose rate window reopened (`dbos.kodo_admit` records
+   when, and announces it like a timer);
 1. `WakeTimers`: due timers (durable sleep, receive timeouts, retry backoffs) are woken and published;
 2. `ExpireDeadLeases`: leases held by dead processes on this host are expired at once (no wait for
    the lease to run out);
@@ -129,6 +132,24 @@ class CancelExpired:
 
 
 @dataclass
+class Admit:
+    """Admit what the limits allow in the limited queues (kodo.workflow.admission): every queue on
+    a sweep (a limit raised at run time, a row a worker at its cap gave back, a transaction that died
+    before its admission), only those whose rate window reopened on the timer path (`due_only`).
+    The pass marks the queues; the admission itself runs once, before its commit, in the publisher."""
+
+    due_only: bool = False
+    name: ClassVar[str] = "admission"
+    singleton: ClassVar[int | None] = None
+
+    def run(self, session: Session, bells: Bells, now: int) -> int:
+        queues = session.due_windows(now) if self.due_only else sorted(session.limited_queues())
+        for queue in queues:
+            bells.free(queue)
+        return 0  # what it admits is rung (and counted by the broker's monitors) after the pass
+
+
+@dataclass
 class PassCounts:
     timers: int = 0
     dead_leases: int = 0
@@ -153,6 +174,7 @@ class Reconciler:
         self.broker = broker
         self._republish = [p for p in self.passes if isinstance(p, RepublishStale)]
         self._timers = next((p for p in self.passes if isinstance(p, WakeTimers)), WakeTimers(settings))
+        self._windows = Admit(due_only=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._born = clock.now_ms()
@@ -172,6 +194,7 @@ class Reconciler:
     ) -> Reconciler:
         """The standard passes; with `schedules`, the scheduler too (`start` is Client.start_txn)."""
         passes: list[Pass] = [
+            Admit(),
             WakeTimers(settings),
             ExpireDeadLeases(),
             RepublishStale(settings),
@@ -214,7 +237,7 @@ class Reconciler:
         return any(p.broker_down for p in self._republish)
 
     def wake_timers(self) -> int:
-        return self.run_pass(self._timers)
+        return self.run_pass(self._timers) + self.run_pass(self._windows)
 
     def sweep(self) -> PassCounts:
         """One full pass of every pass, in order."""
@@ -253,7 +276,14 @@ class Reconciler:
                 )
                 self._stop.wait(LOST_CONNECTION_RETRY_S)
 
+    def write_env_limits(self) -> None:
+        """The environment's default queue limits (at start-up; an operator's stay)."""
+        with self.store.session() as s:
+            s.write_env_limits(self.settings.queue_limits, clock.now_ms())
+        self.publisher.admission.forget()
+
     def _loop(self, interval_ms: int) -> None:
+        self.write_env_limits()
         with self.store.listen_timers() as listener:
             next_sweep = 0
             while not self._stop.is_set():

@@ -164,5 +164,5 @@ class ScheduleTicks:
             if not session.insert_schedule_tick(schedule.name, tick_ms, workflow_id, now):
                 return 0  # another scheduler started it
             s = self.start(session.handle, schedule.workflow, (tick_ms, now), {}, workflow_id=workflow_id)
-        bells.add(s.doorbell)
+        bells.add(*s.doorbells)
         return 1

@@ -11,6 +11,8 @@ EXPECTED = {
     ("dbos", "notifications"),
     ("dbos", "step_attempts"),
     ("dbos", "schedule_ticks"),
+    ("dbos", "queue_limits"),
+    ("dbos", "queue_partition_limits"),
     ("app", "marks"),
     ("app", "workflow_runs"),
     ("app", "intents"),

@@ -32,12 +32,12 @@ import json
 import re
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
-from kodo.config import Settings
+from kodo.config import QueueLimits, Settings
 from kodo.records import (
     Attempt,
     Boundary,
@@ -252,7 +252,7 @@ class MemorySession:
 
     @_statement
     def claim(
-        self, workflow_id: str, executor_id: str, app_version: str, now: int, lease_until: int
+        self, workflow_id: str, executor_id: str, app_version: str, now: int, lease_until: int, node: str = ""
     ) -> Claim | None:
         row = self._wf(workflow_id)
         if row is None:
@@ -295,6 +295,7 @@ class MemorySession:
             parent=row["parent_workflow_id"],
             recovery_attempts=row["recovery_attempts"],
             recorded=recorded,
+            queue=row["queue_name"],
         )
 
     @_statement
@@ -707,6 +708,27 @@ class MemorySession:
             r["published_at_epoch_ms"] = r["updated_at"] = now
             bells.append(_doorbell(r))
         return bells
+
+    # ---- admission: the fake has no queue limits (admission is tested on Postgres) -----------
+
+    @_statement
+    def limited_queues(self) -> frozenset[str]:
+        return frozenset()
+
+    @_statement
+    def admit(self, queue: str, app_version: str, now: int, hints: list[str]) -> list[Doorbell]:
+        rows = (self._wf(h) for h in hints)
+        return [
+            _doorbell(r) for r in rows if r is not None and r["status"] in ACTIVE and r["wait_kind"] is None
+        ]
+
+    @_statement
+    def due_windows(self, now: int) -> list[str]:
+        return []
+
+    @_statement
+    def write_env_limits(self, limits: Mapping[str, QueueLimits], now: int) -> None:
+        pass
 
     @_statement
     def next_wake_at(self, app_version: str) -> int | None:

@@ -13,7 +13,7 @@ from typing import Any
 from kodo import clock
 from kodo import workflow as wf
 from kodo.db.queries import Q
-from kodo.workflow import context
+from kodo.workflow import context, executor
 
 TEST_EFFECTS_DDL = """
 CREATE TABLE IF NOT EXISTS public.test_effects (
@@ -288,3 +288,29 @@ def fan_out_slow(n: int, sleep_s: float) -> list[str]:
     ids = [wf.start_child(sleepy_child, sleep_s, workflow_id=f"{me}-c{i}") for i in range(n)]
     tx_effect("fanned-out")
     return [f"{cid}:{wf.get_result(cid)}" for cid in ids]
+
+
+# ---- flow control (tests/integration/test_admission.py) -----------------------------------------
+
+
+@wf.step(name="t.timed_hold")
+def timed_hold(hold_s: float) -> dict[str, Any]:
+    """Hold a worker slot for `hold_s`; say when, and on which worker (the per-worker caps' node)."""
+    start = clock.now_ms()
+    time.sleep(hold_s)
+    return {"start": start, "end": clock.now_ms(), "node": executor.node_id()}
+
+
+@wf.workflow(name="t.timed", queue="sbxQ")
+def timed(hold_s: float) -> dict[str, Any]:
+    return timed_hold(hold_s)
+
+
+@wf.workflow(name="t.timed_fan_out", queue="intentQ")
+def timed_fan_out(n: int, hold_s: float, partition: str | None) -> list[str]:
+    me = wf.current_workflow_id()
+    ids = wf.start_children(
+        timed, [((hold_s,), f"{me}-t{i}") for i in range(n)], queue="sbxQ", partition_key=partition
+    )
+    wf.wait_children()
+    return ids

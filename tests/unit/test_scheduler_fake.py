@@ -252,5 +252,5 @@ def test_the_standard_reconciler_needs_start_for_its_schedules(fake: Fake) -> No
             engine.settings, fake.store, engine.publisher, cancel=fake.client.cancel, schedules=[schedule()]
         )
     names = [p.name for p in fake.reconciler(schedules=[schedule()]).passes]
-    assert names == ["timers", "dead_leases", "republished", "timed_out", "scheduled"]
+    assert names == ["admission", "timers", "dead_leases", "republished", "timed_out", "scheduled"]
     assert "scheduled" not in [p.name for p in fake.reconciler().passes]

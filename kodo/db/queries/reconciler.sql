@@ -12,10 +12,13 @@ WHERE workflow_uuid IN (
 RETURNING workflow_uuid, queue_name, name, queue_partition_key
 
 -- name: next_wake_at
--- The earliest pending timer of this version (the timer loop sleeps until then).
-SELECT min(wake_at_epoch_ms) AS wake_at FROM dbos.workflow_status
-WHERE wait_kind IS NOT NULL AND wake_at_epoch_ms IS NOT NULL AND status = 'PENDING'
-  AND application_version = %(app_version)s
+-- The earliest pending timer of this version, or rate window to reopen (the timer loop sleeps until then).
+SELECT least(
+    (SELECT min(wake_at_epoch_ms) FROM dbos.workflow_status
+     WHERE wait_kind IS NOT NULL AND wake_at_epoch_ms IS NOT NULL AND status = 'PENDING'
+       AND application_version = %(app_version)s),
+    -- a rate window that reopens for waiting work (dbos.kodo_admit)
+    (SELECT min(next_window_at_epoch_ms) FROM dbos.queue_limits)) AS wake_at
 
 -- name: republish_stale
 -- Runnable rows nobody has picked up (lost message, dead runner whose lease expired): publish again.
@@ -29,6 +32,9 @@ WHERE workflow_uuid IN (
     WHERE status IN ('ENQUEUED', 'PENDING') AND application_version = %(app_version)s
       AND wait_kind IS NULL
       AND (executor_id IS NULL OR lease_until_epoch_ms < %(now)s)
+      -- a row waiting for admission has no message to lose (admission rings it)
+      AND (admitted_at_epoch_ms IS NOT NULL
+           OR NOT EXISTS (SELECT 1 FROM dbos.queue_limits l WHERE l.queue_name = workflow_status.queue_name))
       AND (coalesce(published_at_epoch_ms, 0)
              < %(now)s - %(republish_after)s::bigint * (1::bigint << least(publish_count, 6))
            OR coalesce(published_at_epoch_ms, 0) < %(broker_reset)s::bigint)
@@ -63,3 +69,7 @@ SELECT pg_try_advisory_xact_lock(%(key)s) AS got
 -- name: listen_timers
 -- The timer loops' channel: parking a timed wait notifies it (notify_timer).
 LISTEN kodo_timer
+
+-- name: due_windows
+-- Limited queues whose rate window reopens by now for waiting work (the timer loop admits them).
+SELECT queue_name FROM dbos.queue_limits WHERE next_window_at_epoch_ms <= %(now)s

@@ -25,7 +25,12 @@ FROM dbos.workflow_status WHERE workflow_uuid = %(workflow_uuid)s
 -- MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of being claimed.
 -- Reading outputs in the same statement is safe: every write to operation_outputs also updates this
 -- row (renewing the lease or setting wait_reason), so a concurrent writer makes this claim fail.
-WITH claimed AS (
+-- A row of a limited queue (one with dbos.queue_limits) is claimed only once admitted, and only if
+-- this worker node is under its per-worker caps (kodo_worker_gate, migration 0010; at its cap the
+-- row gives its slot back to be admitted again when one frees).
+WITH gate AS MATERIALIZED (
+    SELECT dbos.kodo_worker_gate(%(workflow_uuid)s, %(node)s, %(now)s) AS ok
+), claimed AS (
     UPDATE dbos.workflow_status SET
         status = CASE WHEN executor_id IS NOT NULL AND recovery_attempts + 1 > max_recovery_attempts
                       THEN 'MAX_RECOVERY_ATTEMPTS_EXCEEDED' ELSE 'PENDING' END,
@@ -37,6 +42,9 @@ WITH claimed AS (
         recovery_attempts = recovery_attempts + CASE WHEN executor_id IS NOT NULL THEN 1 ELSE 0 END,
         deduplication_id = CASE WHEN executor_id IS NOT NULL AND recovery_attempts + 1 > max_recovery_attempts
                                 THEN NULL ELSE deduplication_id END,
+        admitted_at_epoch_ms = CASE WHEN executor_id IS NOT NULL AND recovery_attempts + 1 > max_recovery_attempts
+                                    THEN NULL ELSE admitted_at_epoch_ms END,
+        executor_node = %(node)s,
         lease_epoch = lease_epoch + 1,
         publish_count = 0,
         started_at_epoch_ms = COALESCE(started_at_epoch_ms, %(now)s),
@@ -48,7 +56,10 @@ WITH claimed AS (
       AND application_version = %(app_version)s
       AND wait_kind IS NULL
       AND (executor_id IS NULL OR lease_until_epoch_ms < %(now)s)
-    RETURNING workflow_uuid, status, lease_epoch, name, inputs, parent_workflow_id, recovery_attempts
+      AND (admitted_at_epoch_ms IS NOT NULL
+           OR NOT EXISTS (SELECT 1 FROM dbos.queue_limits l WHERE l.queue_name = workflow_status.queue_name))
+      AND (SELECT ok FROM gate)
+    RETURNING workflow_uuid, status, lease_epoch, name, queue_name, inputs, parent_workflow_id, recovery_attempts
 )
 SELECT c.*,
        (SELECT coalesce(json_agg(json_build_object(
@@ -87,7 +98,7 @@ FOR NO KEY UPDATE
 -- name: park_workflow
 -- Release the lease and wait; a timer (wake_at), message or child completion republishes the run.
 UPDATE dbos.workflow_status SET wait_kind = %(wait_kind)s, wait_key = %(wait_key)s, wake_at_epoch_ms = %(wake_at)s,
-    executor_id = NULL, lease_until_epoch_ms = NULL, updated_at = %(now)s
+    executor_id = NULL, lease_until_epoch_ms = NULL, admitted_at_epoch_ms = NULL, updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
   AND status = 'PENDING'
 RETURNING workflow_uuid
@@ -101,7 +112,7 @@ SELECT pg_notify('kodo_timer', %(wake_at)s::text)
 -- holds while the workflow is in flight, so a finished one frees it.
 UPDATE dbos.workflow_status SET status = %(status)s, output = %(output)s, error = %(error)s,
     deduplication_id = NULL, executor_id = NULL, lease_until_epoch_ms = NULL, wait_kind = NULL, wait_key = NULL,
-    wake_at_epoch_ms = NULL,
+    wake_at_epoch_ms = NULL, admitted_at_epoch_ms = NULL,
     updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
   AND status = 'PENDING'
@@ -162,9 +173,9 @@ WHERE parent_workflow_id = %(parent)s
 -- Cancel is a status transition; the runner stops at its next step boundary. The lease stays with
 -- the runner (if any) so a quick resume cannot start a second runner beside it.
 UPDATE dbos.workflow_status SET status = 'CANCELLED', wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
-    deduplication_id = NULL, updated_at = %(now)s
+    deduplication_id = NULL, admitted_at_epoch_ms = NULL, updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND status IN ('ENQUEUED', 'PENDING')
-RETURNING workflow_uuid
+RETURNING workflow_uuid, queue_name
 
 -- name: resume_workflow
 -- Continue the same id from its checkpoints. A row whose old runner still holds the lease goes back to
@@ -172,6 +183,8 @@ RETURNING workflow_uuid
 UPDATE dbos.workflow_status SET
     status = CASE WHEN executor_id IS NULL THEN 'ENQUEUED' ELSE 'PENDING' END,
     recovery_attempts = 0, wait_kind = NULL, wait_key = NULL, wake_at_epoch_ms = NULL,
+    -- a row whose runner still holds the lease keeps running: it takes its slot back at once
+    admitted_at_epoch_ms = CASE WHEN executor_id IS NULL THEN NULL ELSE %(now)s END,
     published_at_epoch_ms = %(now)s, updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s
   AND status IN ('CANCELLED', 'ENQUEUED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
@@ -214,3 +227,11 @@ UPDATE dbos.workflow_status SET lease_until_epoch_ms = 0, published_at_epoch_ms 
 WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
   AND status = 'PENDING'
 RETURNING workflow_uuid, queue_name, name, queue_partition_key
+
+-- name: admit
+-- Admit what queue `queue`'s limits allow and return the rows to ring (dbos.kodo_admit, 0010).
+SELECT * FROM dbos.kodo_admit(%(queue)s, %(app_version)s, %(now)s, %(hint)s::text[])
+
+-- name: limited_queues
+-- The queues with limits (their runnable rows wait for admission).
+SELECT queue_name FROM dbos.queue_limits

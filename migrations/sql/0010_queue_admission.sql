@@ -1,0 +1,279 @@
+-- Queue admission (flow control): concurrency caps, per-worker caps and rolling-window rate limits
+-- for a whole queue and for each of its partitions, with priority and weighted round-robin across
+-- partitions. Limits live here so operators change them at run time (kodo queue set, the admin
+-- port); the environment writes the defaults (source 'env') until an operator sets a queue.
+--
+-- A row of a limited queue (one with a dbos.queue_limits row) is claimable only once admitted:
+-- admitted_at_epoch_ms holds its slot (counted by the concurrency caps) from admission until it
+-- parks, ends or is cancelled; rate_at_epoch_ms is its first admission (counted by the rate
+-- windows, once per workflow). Work not admitted waits as a runnable row with no broker message.
+
+ALTER TABLE dbos.workflow_status
+    ADD COLUMN IF NOT EXISTS admitted_at_epoch_ms bigint,
+    ADD COLUMN IF NOT EXISTS rate_at_epoch_ms bigint,
+    ADD COLUMN IF NOT EXISTS executor_node text;
+
+-- The slots held, per queue and partition (the concurrency counts).
+CREATE INDEX IF NOT EXISTS workflow_status_admitted
+    ON dbos.workflow_status (queue_name, (coalesce(queue_partition_key, '')))
+    WHERE admitted_at_epoch_ms IS NOT NULL;
+-- Admissions in a rate window, per queue and partition.
+CREATE INDEX IF NOT EXISTS workflow_status_rate
+    ON dbos.workflow_status (queue_name, (coalesce(queue_partition_key, '')), rate_at_epoch_ms)
+    WHERE rate_at_epoch_ms IS NOT NULL;
+-- The rows waiting for admission.
+CREATE INDEX IF NOT EXISTS workflow_status_waiting
+    ON dbos.workflow_status (queue_name, created_at)
+    WHERE admitted_at_epoch_ms IS NULL AND executor_id IS NULL AND wait_kind IS NULL
+      AND status IN ('ENQUEUED', 'PENDING');
+-- The leases one worker node holds (the per-worker caps).
+CREATE INDEX IF NOT EXISTS workflow_status_node
+    ON dbos.workflow_status (executor_node, queue_name)
+    WHERE executor_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS dbos.queue_limits (
+    queue_name                   text PRIMARY KEY,
+    concurrency                  integer CHECK (concurrency >= 0),
+    worker_concurrency           integer CHECK (worker_concurrency >= 1),
+    rate_limit                   integer CHECK (rate_limit >= 1),
+    rate_period_ms               bigint CHECK (rate_period_ms >= 1),
+    partition_concurrency        integer CHECK (partition_concurrency >= 0),
+    partition_worker_concurrency integer CHECK (partition_worker_concurrency >= 1),
+    partition_rate_limit         integer CHECK (partition_rate_limit >= 1),
+    partition_rate_period_ms     bigint CHECK (partition_rate_period_ms >= 1),
+    priority_enabled             boolean NOT NULL DEFAULT true,
+    source                       text NOT NULL DEFAULT 'env' CHECK (source IN ('env', 'operator')),
+    next_window_at_epoch_ms      bigint,
+    updated_at                   bigint NOT NULL,
+    CHECK ((rate_limit IS NULL) = (rate_period_ms IS NULL)),
+    CHECK ((partition_rate_limit IS NULL) = (partition_rate_period_ms IS NULL))
+);
+
+CREATE TABLE IF NOT EXISTS dbos.queue_partition_limits (
+    queue_name         text NOT NULL,
+    partition_key      text NOT NULL,
+    concurrency        integer CHECK (concurrency >= 0),
+    worker_concurrency integer CHECK (worker_concurrency >= 1),
+    rate_limit         integer CHECK (rate_limit >= 1),
+    rate_period_ms     bigint CHECK (rate_period_ms >= 1),
+    weight             integer NOT NULL DEFAULT 1 CHECK (weight >= 1),
+    updated_at         bigint NOT NULL,
+    PRIMARY KEY (queue_name, partition_key),
+    CHECK ((rate_limit IS NULL) = (rate_period_ms IS NULL))
+);
+
+-- Admit what the limits of queue p_queue allow, among the runnable unadmitted rows of version
+-- p_version, and return the rows to ring: those admitted now, and the hinted rows (p_hint: rows
+-- the caller's transaction made runnable) that already hold a slot. A queue without limits admits
+-- nothing and rings its hinted rows as they are.
+--
+-- One statement for the caller. Admissions of a queue are serialised by an advisory lock held to
+-- the end of the caller's transaction; every count is read after the lock is taken (a VOLATILE
+-- function takes a fresh snapshot for each statement under READ COMMITTED), so concurrent
+-- dispatchers cannot overspend a budget (the SKIP LOCKED pitfall). Slots are only freed, never
+-- taken, outside this lock; a transaction that frees one calls this function itself.
+--
+-- Order: each partition's rows by priority (when enabled), then age; partitions take turns
+-- (round-robin by slots held, a partition of weight w takes w slots a turn). When a rate window holds work back,
+-- the time it reopens is kept in queue_limits.next_window_at_epoch_ms and announced on kodo_timer,
+-- so the timer loops admit then (push, not polling).
+CREATE OR REPLACE FUNCTION dbos.kodo_admit(p_queue text, p_version text, p_now bigint, p_hint text[])
+RETURNS TABLE (workflow_uuid text, queue_name text, name text, queue_partition_key text)
+LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+DECLARE
+    lim dbos.queue_limits%ROWTYPE;
+    budget bigint := 9223372036854775807;
+    used bigint;
+    reopen bigint;
+    next_at bigint := NULL;
+BEGIN
+    SELECT * INTO lim FROM dbos.queue_limits l WHERE l.queue_name = p_queue;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key
+            FROM dbos.workflow_status w
+            WHERE w.workflow_uuid = ANY (p_hint) AND w.status IN ('ENQUEUED', 'PENDING')
+              AND w.wait_kind IS NULL;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('kodo.admit:' || p_queue, 0));
+
+    -- Hinted rows that hold a slot already (a recovery, a resume of a row still leased): ring them.
+    RETURN QUERY SELECT w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key
+        FROM dbos.workflow_status w
+        WHERE w.workflow_uuid = ANY (p_hint) AND w.admitted_at_epoch_ms IS NOT NULL
+          AND w.status IN ('ENQUEUED', 'PENDING') AND w.wait_kind IS NULL;
+
+    IF lim.concurrency IS NOT NULL THEN
+        SELECT count(*) INTO used FROM dbos.workflow_status w
+        WHERE w.queue_name = p_queue AND w.admitted_at_epoch_ms IS NOT NULL;
+        budget := least(budget, lim.concurrency - used);
+    END IF;
+    IF lim.rate_limit IS NOT NULL THEN
+        SELECT count(*) INTO used FROM dbos.workflow_status w
+        WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms;
+        budget := least(budget, lim.rate_limit - used);
+    END IF;
+
+    IF budget > 0 THEN
+        RETURN QUERY
+        WITH waiting AS (
+            SELECT w.workflow_uuid AS id, coalesce(w.queue_partition_key, '') AS part, w.created_at,
+                   CASE WHEN lim.priority_enabled THEN w.priority ELSE 0 END AS prio
+            FROM dbos.workflow_status w
+            WHERE w.queue_name = p_queue AND w.application_version = p_version
+              AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+              AND w.status IN ('ENQUEUED', 'PENDING')
+        ), parts AS (
+            SELECT p.part, coalesce(o.weight, 1) AS weight,
+                   coalesce(o.concurrency, lim.partition_concurrency) AS conc,
+                   coalesce(o.rate_limit, lim.partition_rate_limit) AS rate,
+                   coalesce(o.rate_period_ms, lim.partition_rate_period_ms) AS period
+            FROM (SELECT DISTINCT part FROM waiting) p
+            LEFT JOIN dbos.queue_partition_limits o ON o.queue_name = p_queue AND o.partition_key = p.part
+        ), held AS (
+            SELECT p.*, (SELECT count(*) FROM dbos.workflow_status u
+                         WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = p.part
+                           AND u.admitted_at_epoch_ms IS NOT NULL) AS held
+            FROM parts p
+        ), budgets AS (
+            SELECT p.part, p.weight, p.held, least(
+                CASE WHEN p.conc IS NULL THEN budget ELSE p.conc - p.held END,
+                CASE WHEN p.rate IS NULL THEN budget ELSE p.rate - (
+                    SELECT count(*) FROM dbos.workflow_status u
+                    WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = p.part
+                      AND u.rate_at_epoch_ms > p_now - p.period) END) AS b
+            FROM held p
+        ), ranked AS (
+            SELECT w.id, w.prio, w.created_at, b.b, b.weight, b.held,
+                   row_number() OVER (PARTITION BY w.part ORDER BY w.prio, w.created_at, w.id) AS rk
+            FROM waiting w JOIN budgets b ON b.part = w.part
+            WHERE b.b > 0
+        ), pick AS (
+            -- Turns: a partition's k-th waiting row comes after the slots it holds already, so a
+            -- partition holding fewer slots (per weight) goes first, whatever its backlog's age.
+            SELECT r.id FROM ranked r
+            WHERE r.rk <= r.b
+            ORDER BY (r.held + r.rk - 1) / r.weight, r.prio, r.created_at, r.id
+            LIMIT budget
+        )
+        UPDATE dbos.workflow_status w SET admitted_at_epoch_ms = p_now,
+            rate_at_epoch_ms = coalesce(w.rate_at_epoch_ms, p_now),
+            published_at_epoch_ms = p_now, publish_count = 0
+        FROM pick WHERE w.workflow_uuid = pick.id
+        RETURNING w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key;
+    END IF;
+
+    -- When a rate window holds waiting work back, the moment it reopens: the queue's, and each
+    -- waiting partition's (its oldest admission in the window that must leave it).
+    IF lim.rate_limit IS NOT NULL OR lim.partition_rate_limit IS NOT NULL
+       OR EXISTS (SELECT 1 FROM dbos.queue_partition_limits o
+                  WHERE o.queue_name = p_queue AND o.rate_limit IS NOT NULL) THEN
+        IF lim.rate_limit IS NOT NULL THEN
+            SELECT count(*) INTO used FROM dbos.workflow_status w
+            WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms;
+            IF used >= lim.rate_limit THEN
+                SELECT w.rate_at_epoch_ms + lim.rate_period_ms INTO reopen FROM dbos.workflow_status w
+                WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms
+                ORDER BY w.rate_at_epoch_ms OFFSET used - lim.rate_limit LIMIT 1;
+                next_at := reopen;
+            END IF;
+        END IF;
+        SELECT min(x.reopen) INTO reopen FROM (
+            SELECT (SELECT u.rate_at_epoch_ms + p.period FROM dbos.workflow_status u
+                    WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = p.part
+                      AND u.rate_at_epoch_ms > p_now - p.period
+                    ORDER BY u.rate_at_epoch_ms
+                    OFFSET greatest(p.started - p.rate, 0) LIMIT 1) AS reopen
+            FROM (
+                SELECT q.part, q.rate, q.period, (
+                        SELECT count(*) FROM dbos.workflow_status u
+                        WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = q.part
+                          AND u.rate_at_epoch_ms > p_now - q.period) AS started
+                FROM (
+                    SELECT DISTINCT coalesce(w.queue_partition_key, '') AS part,
+                           coalesce(o.rate_limit, lim.partition_rate_limit) AS rate,
+                           coalesce(o.rate_period_ms, lim.partition_rate_period_ms) AS period
+                    FROM dbos.workflow_status w
+                    LEFT JOIN dbos.queue_partition_limits o
+                        ON o.queue_name = p_queue AND o.partition_key = coalesce(w.queue_partition_key, '')
+                    WHERE w.queue_name = p_queue AND w.application_version = p_version
+                      AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL
+                      AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')
+                ) q
+                WHERE q.rate IS NOT NULL
+            ) p
+            WHERE p.started >= p.rate
+        ) x;
+        IF reopen IS NOT NULL AND (next_at IS NULL OR reopen < next_at) THEN
+            next_at := reopen;
+        END IF;
+    END IF;
+    IF next_at IS NOT NULL THEN
+        -- Only a waiting row needs the window; none waiting: no timer.
+        IF NOT EXISTS (SELECT 1 FROM dbos.workflow_status w
+                       WHERE w.queue_name = p_queue AND w.application_version = p_version
+                         AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL
+                         AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')) THEN
+            next_at := NULL;
+        END IF;
+    END IF;
+    UPDATE dbos.queue_limits l SET next_window_at_epoch_ms = next_at
+    WHERE l.queue_name = p_queue AND l.next_window_at_epoch_ms IS DISTINCT FROM next_at;
+    IF next_at IS NOT NULL AND FOUND THEN
+        PERFORM pg_notify('kodo_timer', next_at::text);
+    END IF;
+END
+$fn$;
+
+-- The per-worker caps, checked by a claim (kodo/db/queries/workflows.sql claim_workflow) before it
+-- takes the lease: the leases worker node p_node holds on the row's queue, and on its partition,
+-- are counted under a lock of that node and queue (so its processes cannot overspend the cap
+-- together). At the cap, an admitted row nobody holds gives its slot back (it is admitted again,
+-- for any worker, when a slot frees) and the claim does not happen.
+CREATE OR REPLACE FUNCTION dbos.kodo_worker_gate(p_workflow text, p_node text, p_now bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    q text;
+    part text;
+    wc integer;
+    pwc integer;
+    n bigint;
+BEGIN
+    SELECT w.queue_name, coalesce(w.queue_partition_key, '') INTO q, part
+    FROM dbos.workflow_status w WHERE w.workflow_uuid = p_workflow;
+    IF NOT FOUND THEN
+        RETURN true;
+    END IF;
+    SELECT l.worker_concurrency, coalesce(o.worker_concurrency, l.partition_worker_concurrency)
+    INTO wc, pwc
+    FROM dbos.queue_limits l
+    LEFT JOIN dbos.queue_partition_limits o ON o.queue_name = l.queue_name AND o.partition_key = part
+    WHERE l.queue_name = q;
+    IF wc IS NULL AND pwc IS NULL THEN
+        RETURN true;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('kodo.node:' || p_node || ':' || q, 0));
+    IF wc IS NOT NULL THEN
+        SELECT count(*) INTO n FROM dbos.workflow_status w
+        WHERE w.executor_node = p_node AND w.queue_name = q AND w.executor_id IS NOT NULL
+          AND w.lease_until_epoch_ms > p_now AND w.workflow_uuid <> p_workflow;
+    END IF;
+    IF wc IS NULL OR n < wc THEN
+        IF pwc IS NULL THEN
+            RETURN true;
+        END IF;
+        SELECT count(*) INTO n FROM dbos.workflow_status w
+        WHERE w.executor_node = p_node AND w.queue_name = q AND w.executor_id IS NOT NULL
+          AND coalesce(w.queue_partition_key, '') = part
+          AND w.lease_until_epoch_ms > p_now AND w.workflow_uuid <> p_workflow;
+        IF n < pwc THEN
+            RETURN true;
+        END IF;
+    END IF;
+    UPDATE dbos.workflow_status w SET admitted_at_epoch_ms = NULL, published_at_epoch_ms = p_now
+    WHERE w.workflow_uuid = p_workflow AND w.executor_id IS NULL AND w.admitted_at_epoch_ms IS NOT NULL;
+    RETURN false;
+END
+$fn$;
