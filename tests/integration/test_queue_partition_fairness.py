@@ -1,0 +1,57 @@
+"""Partitions (seed 000 L09, `queue-partition-fairness`): per-partition caps, round-robin fairness
+across tenants, and the run's partition key on every child; on two real sbx worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kodo.runtime import Runtime
+from tests.support import procs
+from tests.support import workflows as t
+from tests.support.admission import Limits, fan_out, intervals, max_overlap, two_sbx_workers, wait_all
+from tests.support.helpers import Sql
+
+
+def test_partition_cap_counts_each_partition(
+    rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql, limits: Limits
+) -> None:
+    limits(partition_concurrency=2)
+    two_sbx_workers(start_worker, concurrency=3)
+    fan_out(rt, "pa", 6, 0.5, "tenant-a")
+    fan_out(rt, "pb", 6, 0.5, "tenant-b")
+    wait_all(rt, "pa", "pb")
+    spans = intervals(sql, "parent_workflow_id IN ('pa', 'pb')", {})
+    assert len(spans) == 12
+    for p in ("tenant-a", "tenant-b"):
+        assert max_overlap([s for s in spans if s["partition"] == p]) == 2
+    assert max_overlap(spans) > 2  # the two partitions ran side by side: the cap is per partition
+
+
+def test_fairness_a_small_tenant_is_not_starved_by_a_large_backlog(
+    rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql, limits: Limits
+) -> None:
+    limits(concurrency=2)
+    start_worker(name="sbx1", queues="sbxQ", concurrency=1)
+    start_worker(name="sbx2", queues="sbxQ", concurrency=1)
+    for i in range(200):
+        rt.client.start(t.timed, 0.0, workflow_id=f"fa-{i:03d}", partition_key="tenant-a")
+    for i in range(10):
+        rt.client.start(t.timed, 0.0, workflow_id=f"fb-{i:02d}", partition_key="tenant-b")
+    wait_all(rt, *(f"fb-{i:02d}" for i in range(10)))
+    b_done = max(s["end"] for s in intervals(sql, "workflow_uuid LIKE 'fb-%%'", {}))
+    wait_all(rt, *(f"fa-{i:03d}" for i in range(200)), timeout=120)
+    a = intervals(sql, "workflow_uuid LIKE 'fa-%%'", {})
+    assert len(a) == 200
+    a_before_b = sum(1 for s in a if s["end"] <= b_done)
+    assert a_before_b < 100, a_before_b  # all of B's finished before half of A's
+
+
+def test_every_child_of_a_run_carries_its_partition_key(
+    rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql, limits: Limits
+) -> None:
+    limits(partition_concurrency=3)
+    two_sbx_workers(start_worker, concurrency=2)
+    fan_out(rt, "keys", 5, 0.0, "tenant-k")
+    wait_all(rt, "keys")
+    kids = sql("SELECT queue_partition_key AS k FROM dbos.workflow_status WHERE parent_workflow_id = 'keys'")
+    assert [r["k"] for r in kids] == ["tenant-k"] * 5
