@@ -156,11 +156,18 @@ BEGIN
             WHERE r.rk <= r.b
             ORDER BY (r.held + r.rk - 1) / r.weight, r.prio, r.created_at, r.id
             LIMIT budget
+        ), free AS (
+            -- A row another transaction holds (a cancel or resume, which admits after it) is left
+            -- for later: waiting for it while holding this queue's lock could deadlock with it.
+            SELECT w.workflow_uuid FROM dbos.workflow_status w
+            WHERE w.workflow_uuid IN (SELECT id FROM pick)
+            FOR UPDATE SKIP LOCKED
         )
         UPDATE dbos.workflow_status w SET admitted_at_epoch_ms = p_now,
             rate_at_epoch_ms = coalesce(w.rate_at_epoch_ms, p_now),
             published_at_epoch_ms = p_now, publish_count = 0
-        FROM pick WHERE w.workflow_uuid = pick.id
+        FROM free WHERE w.workflow_uuid = free.workflow_uuid AND w.admitted_at_epoch_ms IS NULL
+          AND w.executor_id IS NULL AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')
         RETURNING w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key;
     END IF;
 

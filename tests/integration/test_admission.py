@@ -15,6 +15,8 @@ from collections.abc import Callable
 import pytest
 
 from kodo import clock
+from kodo.config import Settings
+from kodo.db import pool
 from kodo.runtime import Runtime
 from tests.support import procs
 from tests.support import workflows as t
@@ -152,3 +154,28 @@ def test_an_invalid_limit_stops_start_up_with_a_clear_error() -> None:
     )
     assert out.returncode == 1
     assert "invalid SBX_QUEUE_CONCURRENCY: fifty (a whole number >= 1, or none)" in out.stderr
+
+
+def test_admission_skips_a_row_another_transaction_holds_instead_of_deadlocking_with_it(
+    rt: Runtime, sql: Sql, settings: Settings, limits: Limits, version: str
+) -> None:
+    # A cancel (or resume) holds a waiting row's lock and then admits, which takes the queue's
+    # admission lock: an admission that held that lock and waited for the row would deadlock with it.
+    limits(concurrency=5)
+    sql("UPDATE dbos.queue_limits SET concurrency = 0 WHERE queue_name = 'sbxQ'")  # paused
+    for i in range(3):
+        rt.client.start(t.timed, 0.0, workflow_id=f"sk-{i}", partition_key="p1")
+    sql("UPDATE dbos.queue_limits SET concurrency = 5 WHERE queue_name = 'sbxQ'")
+    with pool.connect(settings.database_url) as holder, holder.transaction():
+        holder.execute("SELECT 1 FROM dbos.workflow_status WHERE workflow_uuid = 'sk-0' FOR UPDATE")
+        with pool.connect(settings.database_url) as admitter, admitter.transaction():
+            admitter.execute("SET LOCAL lock_timeout = '2s'")
+            got = admitter.execute(
+                "SELECT workflow_uuid FROM dbos.kodo_admit('sbxQ', %s, %s, ARRAY[]::text[])",
+                (version, clock.now_ms()),
+            ).fetchall()
+    assert sorted(r["workflow_uuid"] for r in got) == ["sk-1", "sk-2"]
+    assert [r["workflow_uuid"] for r in sql(
+        "SELECT workflow_uuid FROM dbos.workflow_status WHERE workflow_uuid LIKE 'sk-%%'"
+        " AND admitted_at_epoch_ms IS NULL"
+    )] == ["sk-0"]  # fmt: skip
