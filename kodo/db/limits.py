@@ -55,7 +55,7 @@ def write_env(conn: Conn, limits: Mapping[str, QueueLimits], now: int) -> None:
     """The environment's defaults; a queue an operator has set keeps its own."""
     for queue, lim in sorted(limits.items()):
         if lim.limited:
-            conn.execute(Q["write_env_limits"], {"queue": queue, "now": now, **_row(lim)})
+            conn.execute(Q["put_queue_limits"], {"queue": queue, "now": now, "source": "env", **_row(lim)})
         else:
             conn.execute(Q["delete_env_limits"], {"queue": queue})
 
@@ -147,7 +147,7 @@ def set_queue(conn: Conn, queue: str, change: Change, default: QueueLimits, now:
         else:
             current[name] = value
     params = {k: current[k] for k in _row(default)}
-    conn.execute(Q["put_queue_limits"], {"queue": queue, "now": now, **params})
+    conn.execute(Q["put_queue_limits"], {"queue": queue, "now": now, "source": "operator", **params})
     if not was_limited:
         conn.execute(Q["take_running_slots"], {"queue": queue, "now": now})
 

@@ -21,9 +21,11 @@ CREATE INDEX IF NOT EXISTS workflow_status_admitted
 CREATE INDEX IF NOT EXISTS workflow_status_rate
     ON dbos.workflow_status (queue_name, (coalesce(queue_partition_key, '')), rate_at_epoch_ms)
     WHERE rate_at_epoch_ms IS NOT NULL;
--- The rows waiting for admission.
+-- The rows waiting for admission, per queue, version and partition in admission order: a partition's
+-- next rows, and the partitions with waiting rows (a loose index scan), cost O(log n), not O(backlog).
 CREATE INDEX IF NOT EXISTS workflow_status_waiting
-    ON dbos.workflow_status (queue_name, created_at)
+    ON dbos.workflow_status (queue_name, application_version, (coalesce(queue_partition_key, '')),
+                             priority, created_at, workflow_uuid)
     WHERE admitted_at_epoch_ms IS NULL AND executor_id IS NULL AND wait_kind IS NULL
       AND status IN ('ENQUEUED', 'PENDING');
 -- The leases one worker node holds (the per-worker caps).
@@ -79,12 +81,17 @@ CREATE TABLE IF NOT EXISTS dbos.queue_partition_limits (
 -- so the timer loops admit then (push, not polling).
 CREATE OR REPLACE FUNCTION dbos.kodo_admit(p_queue text, p_version text, p_now bigint, p_hint text[])
 RETURNS TABLE (workflow_uuid text, queue_name text, name text, queue_partition_key text)
-LANGUAGE plpgsql VOLATILE AS $fn$
+LANGUAGE plpgsql VOLATILE
+-- Its statements are planned once per session: re-planning them on every call (custom plans)
+-- cost three times the statements' run time (measured with 1,000 waiting rows: 1.3 ms vs 0.47 ms).
+SET plan_cache_mode = force_generic_plan
+AS $fn$
 #variable_conflict use_column
 DECLARE
     lim dbos.queue_limits%ROWTYPE;
     budget bigint := 9223372036854775807;
     used bigint;
+    parts text[];
     reopen bigint;
     next_at bigint := NULL;
 BEGIN
@@ -115,45 +122,74 @@ BEGIN
         budget := least(budget, lim.rate_limit - used);
     END IF;
 
-    IF budget > 0 THEN
+    -- The partitions with waiting rows: a loose index scan (one probe per partition).
+    WITH RECURSIVE p AS (
+        (SELECT coalesce(w.queue_partition_key, '') AS part FROM dbos.workflow_status w
+         WHERE w.queue_name = p_queue AND w.application_version = p_version
+                  AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+                  AND w.status IN ('ENQUEUED', 'PENDING')
+         ORDER BY coalesce(w.queue_partition_key, '') LIMIT 1)
+        UNION ALL
+        SELECT (SELECT coalesce(w.queue_partition_key, '') FROM dbos.workflow_status w
+                WHERE w.queue_name = p_queue AND w.application_version = p_version
+                  AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+                  AND w.status IN ('ENQUEUED', 'PENDING')
+                  AND coalesce(w.queue_partition_key, '') > p.part
+                ORDER BY coalesce(w.queue_partition_key, '') LIMIT 1)
+        FROM p WHERE p.part IS NOT NULL
+    )
+    SELECT coalesce(array_agg(p.part), '{}') INTO parts FROM p WHERE p.part IS NOT NULL;
+
+    IF budget > 0 AND cardinality(parts) > 0 THEN
         RETURN QUERY
-        WITH waiting AS (
-            SELECT w.workflow_uuid AS id, coalesce(w.queue_partition_key, '') AS part, w.created_at,
-                   CASE WHEN lim.priority_enabled THEN w.priority ELSE 0 END AS prio
-            FROM dbos.workflow_status w
-            WHERE w.queue_name = p_queue AND w.application_version = p_version
-              AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
-              AND w.status IN ('ENQUEUED', 'PENDING')
-        ), parts AS (
-            SELECT p.part, coalesce(o.weight, 1) AS weight,
+        WITH limits AS (
+            SELECT x.part, coalesce(o.weight, 1) AS weight,
                    coalesce(o.concurrency, lim.partition_concurrency) AS conc,
                    coalesce(o.rate_limit, lim.partition_rate_limit) AS rate,
                    coalesce(o.rate_period_ms, lim.partition_rate_period_ms) AS period
-            FROM (SELECT DISTINCT part FROM waiting) p
-            LEFT JOIN dbos.queue_partition_limits o ON o.queue_name = p_queue AND o.partition_key = p.part
+            FROM unnest(parts) AS x(part)
+            LEFT JOIN dbos.queue_partition_limits o ON o.queue_name = p_queue AND o.partition_key = x.part
         ), held AS (
-            SELECT p.*, (SELECT count(*) FROM dbos.workflow_status u
-                         WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = p.part
+            SELECT l.*, (SELECT count(*) FROM dbos.workflow_status u
+                         WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = l.part
                            AND u.admitted_at_epoch_ms IS NOT NULL) AS held
-            FROM parts p
+            FROM limits l
         ), budgets AS (
-            SELECT p.part, p.weight, p.held, least(
-                CASE WHEN p.conc IS NULL THEN budget ELSE p.conc - p.held END,
-                CASE WHEN p.rate IS NULL THEN budget ELSE p.rate - (
+            SELECT h.part, h.weight, h.held, least(
+                budget,
+                CASE WHEN h.conc IS NULL THEN budget ELSE h.conc - h.held END,
+                CASE WHEN h.rate IS NULL THEN budget ELSE h.rate - (
                     SELECT count(*) FROM dbos.workflow_status u
-                    WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = p.part
-                      AND u.rate_at_epoch_ms > p_now - p.period) END) AS b
-            FROM held p
-        ), ranked AS (
-            SELECT w.id, w.prio, w.created_at, b.b, b.weight, b.held,
-                   row_number() OVER (PARTITION BY w.part ORDER BY w.prio, w.created_at, w.id) AS rk
-            FROM waiting w JOIN budgets b ON b.part = w.part
+                    WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = h.part
+                      AND u.rate_at_epoch_ms > p_now - h.period) END) AS b
+            FROM held h
+        ), cand AS (
+            -- Each partition's next rows, at most its budget, straight from the index.
+            SELECT b.part, b.weight, b.held, c.id, c.prio, c.created_at
+            FROM budgets b
+            CROSS JOIN LATERAL (
+                (SELECT w.workflow_uuid AS id, w.priority AS prio, w.created_at FROM dbos.workflow_status w
+                 WHERE lim.priority_enabled AND w.queue_name = p_queue AND w.application_version = p_version
+                  AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+                  AND w.status IN ('ENQUEUED', 'PENDING')
+                   AND coalesce(w.queue_partition_key, '') = b.part
+                 ORDER BY w.priority, w.created_at, w.workflow_uuid LIMIT b.b)
+                UNION ALL
+                (SELECT w.workflow_uuid, 0, w.created_at FROM dbos.workflow_status w
+                 WHERE NOT lim.priority_enabled AND w.queue_name = p_queue AND w.application_version = p_version
+                  AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+                  AND w.status IN ('ENQUEUED', 'PENDING')
+                   AND coalesce(w.queue_partition_key, '') = b.part
+                 ORDER BY w.created_at, w.workflow_uuid LIMIT b.b)
+            ) c
             WHERE b.b > 0
+        ), ranked AS (
+            SELECT c.*, row_number() OVER (PARTITION BY c.part ORDER BY c.prio, c.created_at, c.id) AS rk
+            FROM cand c
         ), pick AS (
             -- Turns: a partition's k-th waiting row comes after the slots it holds already, so a
             -- partition holding fewer slots (per weight) goes first, whatever its backlog's age.
             SELECT r.id FROM ranked r
-            WHERE r.rk <= r.b
             ORDER BY (r.held + r.rk - 1) / r.weight, r.prio, r.created_at, r.id
             LIMIT budget
         ), free AS (
@@ -171,59 +207,51 @@ BEGIN
         RETURNING w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key;
     END IF;
 
-    -- When a rate window holds waiting work back, the moment it reopens: the queue's, and each
-    -- waiting partition's (its oldest admission in the window that must leave it).
-    IF lim.rate_limit IS NOT NULL OR lim.partition_rate_limit IS NOT NULL
-       OR EXISTS (SELECT 1 FROM dbos.queue_partition_limits o
-                  WHERE o.queue_name = p_queue AND o.rate_limit IS NOT NULL) THEN
-        IF lim.rate_limit IS NOT NULL THEN
-            SELECT count(*) INTO used FROM dbos.workflow_status w
-            WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms;
-            IF used >= lim.rate_limit THEN
-                SELECT w.rate_at_epoch_ms + lim.rate_period_ms INTO reopen FROM dbos.workflow_status w
-                WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms
-                ORDER BY w.rate_at_epoch_ms OFFSET used - lim.rate_limit LIMIT 1;
-                next_at := reopen;
-            END IF;
+    -- When the queue's rate window holds waiting rows back, the moment it lets the next one in.
+    IF lim.rate_limit IS NOT NULL AND cardinality(parts) > 0 THEN
+        SELECT count(*) INTO used FROM dbos.workflow_status w
+        WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms;
+        IF used >= lim.rate_limit AND EXISTS (SELECT 1 FROM dbos.workflow_status w WHERE w.queue_name = p_queue AND w.application_version = p_version
+                                   AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL
+                                   AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')) THEN
+            SELECT w.rate_at_epoch_ms + lim.rate_period_ms INTO next_at FROM dbos.workflow_status w
+            WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms
+            ORDER BY w.rate_at_epoch_ms OFFSET used - lim.rate_limit LIMIT 1;
         END IF;
-        SELECT min(x.reopen) INTO reopen FROM (
-            SELECT (SELECT u.rate_at_epoch_ms + p.period FROM dbos.workflow_status u
-                    WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = p.part
-                      AND u.rate_at_epoch_ms > p_now - p.period
-                    ORDER BY u.rate_at_epoch_ms
-                    OFFSET greatest(p.started - p.rate, 0) LIMIT 1) AS reopen
+    END IF;
+    -- When a partition's rate window holds its waiting rows back, the moment it lets the next in.
+    IF cardinality(parts) > 0 AND (lim.partition_rate_limit IS NOT NULL OR EXISTS (
+            SELECT 1 FROM dbos.queue_partition_limits o
+            WHERE o.queue_name = p_queue AND o.rate_limit IS NOT NULL)) THEN
+        SELECT min((SELECT u.rate_at_epoch_ms + r.period FROM dbos.workflow_status u
+                    WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = r.part
+                      AND u.rate_at_epoch_ms > p_now - r.period
+                    ORDER BY u.rate_at_epoch_ms OFFSET r.started - r.rate LIMIT 1))
+        INTO reopen
+        FROM (
+            SELECT q.*, (SELECT count(*) FROM dbos.workflow_status u
+                         WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = q.part
+                           AND u.rate_at_epoch_ms > p_now - q.period) AS started
             FROM (
-                SELECT q.part, q.rate, q.period, (
-                        SELECT count(*) FROM dbos.workflow_status u
-                        WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = q.part
-                          AND u.rate_at_epoch_ms > p_now - q.period) AS started
-                FROM (
-                    SELECT DISTINCT coalesce(w.queue_partition_key, '') AS part,
-                           coalesce(o.rate_limit, lim.partition_rate_limit) AS rate,
-                           coalesce(o.rate_period_ms, lim.partition_rate_period_ms) AS period
-                    FROM dbos.workflow_status w
-                    LEFT JOIN dbos.queue_partition_limits o
-                        ON o.queue_name = p_queue AND o.partition_key = coalesce(w.queue_partition_key, '')
-                    WHERE w.queue_name = p_queue AND w.application_version = p_version
-                      AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL
-                      AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')
-                ) q
-                WHERE q.rate IS NOT NULL
-            ) p
-            WHERE p.started >= p.rate
-        ) x;
+                SELECT x.part, coalesce(o.rate_limit, lim.partition_rate_limit) AS rate,
+                       coalesce(o.rate_period_ms, lim.partition_rate_period_ms) AS period
+                FROM unnest(parts) AS x(part)
+                LEFT JOIN dbos.queue_partition_limits o ON o.queue_name = p_queue AND o.partition_key = x.part
+            ) q
+            WHERE q.rate IS NOT NULL
+              -- still waiting after this admission
+              AND EXISTS (SELECT 1 FROM dbos.workflow_status w
+                          WHERE w.queue_name = p_queue AND w.application_version = p_version
+                  AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+                  AND w.status IN ('ENQUEUED', 'PENDING') AND coalesce(w.queue_partition_key, '') = q.part)
+        ) r
+        WHERE r.started >= r.rate;
         IF reopen IS NOT NULL AND (next_at IS NULL OR reopen < next_at) THEN
             next_at := reopen;
         END IF;
     END IF;
-    IF next_at IS NOT NULL THEN
-        -- Only a waiting row needs the window; none waiting: no timer.
-        IF NOT EXISTS (SELECT 1 FROM dbos.workflow_status w
-                       WHERE w.queue_name = p_queue AND w.application_version = p_version
-                         AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL
-                         AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')) THEN
-            next_at := NULL;
-        END IF;
+    IF cardinality(parts) = 0 THEN
+        next_at := NULL;  -- nothing waits: no window to wait for
     END IF;
     UPDATE dbos.queue_limits l SET next_window_at_epoch_ms = next_at
     WHERE l.queue_name = p_queue AND l.next_window_at_epoch_ms IS DISTINCT FROM next_at;

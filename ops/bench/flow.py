@@ -39,9 +39,9 @@ from ops.bench import BenchError, log
 from ops.bench.engine import parse_args as engine_args
 from ops.bench.kodo_profile import close_runtime
 from ops.bench.kodo_workflows import fan_out, four_noops
-from ops.bench.services import base_env, broker_url, connect, prepare_broker
+from ops.bench.services import connect, prepare_broker
 from ops.bench.stats import Result
-from ops.bench.systems import KODO_DB, _start_celery_workers, run_kodo
+from ops.bench.systems import _start_celery_workers, kodo_env, run_kodo
 from ops.processes import ProcessExitedError, Supervisor
 
 FAR_ABOVE = "1000000"
@@ -73,25 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _env(args: argparse.Namespace, run: str, extra: list[str]) -> dict[str, str]:
-    env = base_env()
-    env.update(
-        APP_DB_NAME=KODO_DB,
-        KODO_BROKER_URL=broker_url(args.redis_db),
-        KODO_APP_VERSION=f"bench-{run}",
-        KODO_WORKFLOW_MODULES="ops.bench.kodo_workflows",
-    )
-    for item in extra:
-        key, _, value = item.partition("=")
-        env[key] = value
-    return env
-
-
 # ---- fan-out ------------------------------------------------------------------------------------
 
 
 def run_fanout(args: argparse.Namespace, sup: Supervisor, run: str, n: int) -> dict[str, Any]:
-    env = _env(args, run, [f"SBX_QUEUE_RATE_LIMIT_PER_PERIOD={FAR_ABOVE}"])
+    env = kodo_env(args.redis_db, run, [f"SBX_QUEUE_RATE_LIMIT_PER_PERIOD={FAR_ABOVE}"])
     settings = Settings.from_env(env)
     migrate.reset_schema(settings.database_url, "dbos")
     prepare_broker(args.redis_db, args.allow_shared_broker)
@@ -159,7 +145,7 @@ def counting_statements() -> Iterator[list[int]]:
 
 def statements_per_start(args: argparse.Namespace, run: str, extra: list[str]) -> float:
     """Statements one Client.start issues (no workers run: rows are inserted, admitted, published)."""
-    env = _env(args, run, extra)
+    env = kodo_env(args.redis_db, run, extra)
     settings = Settings.from_env(env)
     migrate.reset_schema(settings.database_url, "dbos")
     prepare_broker(args.redis_db, args.allow_shared_broker)

@@ -85,17 +85,23 @@ def _start_celery_workers(
     return workers
 
 
-def run_kodo(args: argparse.Namespace, sup: Supervisor, run: str) -> Result:
+def kodo_env(redis_db: int, run: str, extra: list[str]) -> dict[str, str]:
+    """The environment of a kodo run's workers and client; `extra` is KEY=VALUE items."""
     env = base_env()
     env.update(
         APP_DB_NAME=KODO_DB,
-        KODO_BROKER_URL=broker_url(args.redis_db),
+        KODO_BROKER_URL=broker_url(redis_db),
         KODO_APP_VERSION=f"bench-{run}",
         KODO_WORKFLOW_MODULES="ops.bench.kodo_workflows",
     )
-    for item in args.kodo_env:
+    for item in extra:
         key, _, value = item.partition("=")
         env[key] = value
+    return env
+
+
+def run_kodo(args: argparse.Namespace, sup: Supervisor, run: str) -> Result:
+    env = kodo_env(args.redis_db, run, args.kodo_env)
     settings = Settings.from_env(env)
     log(f"kodo: resetting schema dbos in {KODO_DB}, flushing redis db {args.redis_db}")
     migrate.reset_schema(settings.database_url, "dbos")

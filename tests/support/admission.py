@@ -12,20 +12,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from kodo.db import limits
 from kodo.runtime import Runtime
 from tests.support import procs
 from tests.support import workflows as t
 from tests.support.helpers import Sql
 
-# Every queue-wide field: a test sets them all, so the environment's defaults play no part.
-QUEUE_FIELDS = (
-    "concurrency",
-    "worker_concurrency",
-    "rate",
-    "partition_concurrency",
-    "partition_worker_concurrency",
-    "partition_rate",
-)
+# Every queue-wide limit: a test sets them all, so the environment's defaults play no part.
+QUEUE_FIELDS = tuple(f for f in limits.QUEUE_FIELDS if f != "priority")
 Limits = Callable[..., None]
 
 

@@ -1,26 +1,3 @@
--- name: write_env_limits
--- The environment's defaults for one queue (a reconciler at start-up); a queue an operator has set
--- (source 'operator') keeps its limits.
-INSERT INTO dbos.queue_limits AS l (queue_name, concurrency, worker_concurrency, rate_limit, rate_period_ms,
-    partition_concurrency, partition_worker_concurrency, partition_rate_limit, partition_rate_period_ms,
-    priority_enabled, source, updated_at)
-VALUES (%(queue)s, %(concurrency)s, %(worker_concurrency)s, %(rate_limit)s, %(rate_period_ms)s,
-    %(partition_concurrency)s, %(partition_worker_concurrency)s, %(partition_rate_limit)s,
-    %(partition_rate_period_ms)s, %(priority_enabled)s, 'env', %(now)s)
-ON CONFLICT (queue_name) DO UPDATE SET concurrency = excluded.concurrency,
-    worker_concurrency = excluded.worker_concurrency, rate_limit = excluded.rate_limit,
-    rate_period_ms = excluded.rate_period_ms, partition_concurrency = excluded.partition_concurrency,
-    partition_worker_concurrency = excluded.partition_worker_concurrency,
-    partition_rate_limit = excluded.partition_rate_limit,
-    partition_rate_period_ms = excluded.partition_rate_period_ms,
-    priority_enabled = excluded.priority_enabled, updated_at = excluded.updated_at
-WHERE l.source = 'env' AND (l.concurrency, l.worker_concurrency, l.rate_limit, l.rate_period_ms,
-    l.partition_concurrency, l.partition_worker_concurrency, l.partition_rate_limit,
-    l.partition_rate_period_ms, l.priority_enabled)
-    IS DISTINCT FROM (excluded.concurrency, excluded.worker_concurrency, excluded.rate_limit,
-    excluded.rate_period_ms, excluded.partition_concurrency, excluded.partition_worker_concurrency,
-    excluded.partition_rate_limit, excluded.partition_rate_period_ms, excluded.priority_enabled)
-
 -- name: delete_env_limits
 -- The environment sets no limit for this queue: it is unlimited unless an operator set it.
 DELETE FROM dbos.queue_limits WHERE queue_name = %(queue)s AND source = 'env'
@@ -30,20 +7,23 @@ DELETE FROM dbos.queue_limits WHERE queue_name = %(queue)s AND source = 'env'
 SELECT * FROM dbos.queue_limits WHERE queue_name = %(queue)s FOR UPDATE
 
 -- name: put_queue_limits
--- An operator's limits for a queue (they stay until `kodo queue reset`).
+-- A queue's limits: an operator's (source 'operator', kept until `kodo queue reset`), or the
+-- environment's defaults (source 'env', written by a reconciler at start-up), which never replace
+-- an operator's.
 INSERT INTO dbos.queue_limits AS l (queue_name, concurrency, worker_concurrency, rate_limit, rate_period_ms,
     partition_concurrency, partition_worker_concurrency, partition_rate_limit, partition_rate_period_ms,
     priority_enabled, source, updated_at)
 VALUES (%(queue)s, %(concurrency)s, %(worker_concurrency)s, %(rate_limit)s, %(rate_period_ms)s,
     %(partition_concurrency)s, %(partition_worker_concurrency)s, %(partition_rate_limit)s,
-    %(partition_rate_period_ms)s, %(priority_enabled)s, 'operator', %(now)s)
+    %(partition_rate_period_ms)s, %(priority_enabled)s, %(source)s, %(now)s)
 ON CONFLICT (queue_name) DO UPDATE SET concurrency = excluded.concurrency,
     worker_concurrency = excluded.worker_concurrency, rate_limit = excluded.rate_limit,
     rate_period_ms = excluded.rate_period_ms, partition_concurrency = excluded.partition_concurrency,
     partition_worker_concurrency = excluded.partition_worker_concurrency,
     partition_rate_limit = excluded.partition_rate_limit,
     partition_rate_period_ms = excluded.partition_rate_period_ms,
-    priority_enabled = excluded.priority_enabled, source = 'operator', updated_at = excluded.updated_at
+    priority_enabled = excluded.priority_enabled, source = excluded.source, updated_at = excluded.updated_at
+WHERE excluded.source = 'operator' OR l.source = 'env'
 
 -- name: take_running_slots
 -- A queue that just became limited: the workflows it runs now hold their slots (so the new caps
