@@ -49,6 +49,7 @@ from ops.bench.stats import percentile
 from ops.processes import ProcessExitedError
 
 TOP_STATEMENTS = 10
+JSON_STATEMENTS = 60  # the JSON carries this many (the report prints TOP_STATEMENTS)
 SLOWEST = 3  # runs whose timeline the report shows
 SETTLE_S = 2.0  # after the stack is up, before the idle sample
 GROUP_ORDER = (*monolith.GROUPS, "client", "profiler")
@@ -445,7 +446,7 @@ class Bench:
                 "mean_ms": s.total_ms / s.calls,
                 "rows_per_run": s.rows / n,
             }
-            for s in (stmts or [])[:TOP_STATEMENTS]
+            for s in (stmts or [])[:JSON_STATEMENTS]
         ]
         explicit = {
             word: sum(s.calls for s in stmts or [] if s.query.strip().upper() == word)
@@ -513,7 +514,8 @@ class Bench:
                 "begin_per_run": None if stmts is None else explicit["BEGIN"] / n,
                 "commit_statements_per_run": None if stmts is None else explicit["COMMIT"] / n,
                 "idle_statements_per_s": self.idle_statements_per_s,
-                "top": top,
+                "top": top[:TOP_STATEMENTS],
+                "more": top[TOP_STATEMENTS:],  # the next ones by calls, in the JSON only
             },
             "memory": memory,
             "slowest": self.slowest(phase),
