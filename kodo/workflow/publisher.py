@@ -40,9 +40,19 @@ class Bells:
         self.freed |= other.freed
 
     def admit(self, session: Session, admission: Admission) -> None:
-        """Before the commit: let admission decide the doorbells of limited queues."""
-        self._bells = admission.admit(session, self._bells, self.freed)
-        self.freed = set()
+        """Before the commit: let admission decide the doorbells of limited queues for the rows this
+        transaction made runnable (and the slots it freed in those queues)."""
+        hinted = {b.queue for b in self._bells}
+        self._bells = admission.admit(session, self._bells, self.freed & hinted)
+        self.freed -= hinted
+
+    def admit_freed(self, session: Session, admission: Admission) -> None:
+        """After the commit: admit into the slots it freed in queues it rang nothing in (its own
+        statement, so the queue's admission lock is not held with the transaction's row locks: a
+        child's end holds its parent's row, which every sibling's end waits for)."""
+        if self.freed:
+            self._bells.extend(admission.admit(session, [], self.freed))
+            self.freed = set()
 
     def __iter__(self) -> Iterator[Doorbell]:
         return iter(self._bells)
@@ -83,6 +93,10 @@ class Publisher:
                 bells.admit(session, self.admission)  # its own statement, after the block's
         finally:
             del self._open[key]
+        try:
+            bells.admit_freed(session, self.admission)
+        except Exception:  # the reconciler's sweep admits into the freed slots instead
+            log.warning("admission after a freed slot failed; the reconciler will admit", exc_info=True)
         self.ring(bells)
 
     def free(self, session: Session, queue: str) -> None:

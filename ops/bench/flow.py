@@ -67,6 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="worker processes per queue")
     p.add_argument("--concurrency", type=int, default=2, help="celery -c of each worker")
     p.add_argument("--starts", type=int, default=200, help="starts whose statements are counted per mode")
+    p.add_argument(
+        "--sbx-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra setting for the fan-out run, e.g. SBX_QUEUE_CONCURRENCY=none (repeatable)",
+    )
     p.add_argument("--redis-db", type=int, default=13, help="Redis db of the broker (flushed!)")
     p.add_argument("--allow-shared-broker", action="store_true", help="run even if others use --redis-db")
     p.add_argument("--log-dir", default=None, help="worker logs (default: a new temporary directory)")
@@ -77,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_fanout(args: argparse.Namespace, sup: Supervisor, run: str, n: int) -> dict[str, Any]:
-    env = kodo_env(args.redis_db, run, [f"SBX_QUEUE_RATE_LIMIT_PER_PERIOD={FAR_ABOVE}"])
+    env = kodo_env(args.redis_db, run, [f"SBX_QUEUE_RATE_LIMIT_PER_PERIOD={FAR_ABOVE}", *args.sbx_env])
     settings = Settings.from_env(env)
     migrate.reset_schema(settings.database_url, "dbos")
     prepare_broker(args.redis_db, args.allow_shared_broker)
