@@ -318,10 +318,10 @@ class PgCollector:
         )
         seen = set()
         for r in depth:
-            seen.add(r["queue_name"])
+            seen.add((r["queue_name"], r["partition_key"]))
             queue_depth.add_metric([r["queue_name"], r["partition_key"]], r["n"])
-        for q in WORKER_QUEUES:
-            if q not in seen:
+        for q in WORKER_QUEUES:  # every worker queue has its keyless series, 0 when nothing waits there
+            if (q, "") not in seen:
                 queue_depth.add_metric([q, ""], 0)
         yield queue_depth
 

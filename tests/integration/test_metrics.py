@@ -133,6 +133,25 @@ def test_queue_depth_per_partition_duplicates_and_republishes(
     assert value(scrape(rt, None), republished, queue="controlQ") >= 3
 
 
+def test_every_worker_queue_keeps_its_keyless_depth_series_when_only_keyed_rows_wait(
+    rt: Runtime, sql: Sql, version: str
+) -> None:
+    # Earlier tests' leftovers without a key are finished off; one keyed row waits on sbxQ.
+    sql(
+        "UPDATE dbos.workflow_status SET status = 'CANCELLED' WHERE queue_name = 'sbxQ'"
+        " AND queue_partition_key IS NULL AND status IN ('ENQUEUED', 'PENDING')"
+    )
+    with rt.db.tx() as c:
+        rt.client.start_txn(
+            c, t.sleeper, (0,), {}, workflow_id=f"keyed-{version}", queue="sbxQ",
+            partition_key="tenant-k", app_version=f"{version}-nobody",
+        )  # fmt: skip
+    samples = scrape(rt, None)
+    assert value(samples, "kodo_queue_depth", queue="sbxQ", partition="tenant-k") >= 1
+    keyless = ("kodo_queue_depth", frozenset({("queue", "sbxQ"), ("partition", "")}))
+    assert samples[keyless] == 0  # present, and 0
+
+
 def test_recovery_attempts_follow_a_killed_runner(
     rt: Runtime, sql: Sql, start_worker: Worker, version: str
 ) -> None:
