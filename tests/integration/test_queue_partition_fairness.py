@@ -55,3 +55,40 @@ def test_every_child_of_a_run_carries_its_partition_key(
     wait_all(rt, "keys")
     kids = sql("SELECT queue_partition_key AS k FROM dbos.workflow_status WHERE parent_workflow_id = 'keys'")
     assert [r["k"] for r in kids] == ["tenant-k"] * 5
+
+
+def test_a_partition_override_gives_one_tenant_more(
+    rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql, limits: Limits
+) -> None:
+    limits(partition_concurrency=1)
+    limits(partition="tenant-big", concurrency=3)  # its own cap
+    two_sbx_workers(start_worker, concurrency=3)
+    fan_out(rt, "big", 6, 0.4, "tenant-big")
+    fan_out(rt, "small", 4, 0.4, "tenant-small")
+    wait_all(rt, "big", "small")
+    spans = intervals(sql, "parent_workflow_id IN ('big', 'small')", {})
+    assert max_overlap([s for s in spans if s["partition"] == "tenant-big"]) == 3
+    assert max_overlap([s for s in spans if s["partition"] == "tenant-small"]) == 1
+
+
+def test_a_weight_gives_a_tenant_more_turns_under_a_shared_cap(
+    rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql, limits: Limits
+) -> None:
+    limits(concurrency=3)
+    limits(partition="tenant-heavy", weight=2)
+    # Both backlogs are queued before any worker runs: each admission then chooses between them.
+    for i in range(12):
+        rt.client.start(t.timed, 0.3, workflow_id=f"wh-{i:02d}", partition_key="tenant-heavy")
+        rt.client.start(t.timed, 0.3, workflow_id=f"wl-{i:02d}", partition_key="tenant-light")
+    start_worker(name="sbx1", queues="sbxQ", concurrency=3)
+    start_worker(name="sbx2", queues="sbxQ", concurrency=3)
+    wait_all(rt, *(f"w{k}-{i:02d}" for k in "hl" for i in range(12)))
+    spans = intervals(sql, "workflow_uuid LIKE 'w_-%%'", {})
+    # While both have work, the heavy tenant holds two of the three slots and the light one one.
+    both = min(max(s["end"] for s in spans if s["partition"] == p) for p in ("tenant-heavy", "tenant-light"))
+    early = [s for s in spans if s["end"] <= both]
+    heavy = sum(1 for s in early if s["partition"] == "tenant-heavy")
+    light = sum(1 for s in early if s["partition"] == "tenant-light")
+    assert max_overlap(spans) == 3
+    assert max_overlap([s for s in early if s["partition"] == "tenant-light"]) == 1
+    assert heavy >= 1.6 * light, (heavy, light)
