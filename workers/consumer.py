@@ -1,4 +1,5 @@
-"""The worker's consumer, reconnecting to the broker within a second of it being back.
+"""The worker's consumer: reconnecting to the broker within a second of it being back, and sending
+its task events in batches.
 
 Celery's consumer reconnects with kombu's defaults: 2 s after the first failure, then 4 s, 6 s ...
 up to 30 s, so a worker could stay deaf for seconds after a Redis or RabbitMQ outage ended (a 4 s
@@ -6,12 +7,20 @@ outage: next attempt 6 s after it began). Here the attempts come `INTERVAL_START
 failure, then every `INTERVAL_STEP_S` more, at most every `INTERVAL_MAX_S`. Everything else is
 Celery's own `ensure_connected` (its retry limits, messages and shutdown checks). Selected with the
 documented `worker_consumer` setting (`workers.celery_app`).
+
+Task events (sent while a monitor watches: `workers.events`) are buffered by Celery's worker (its event
+dispatcher's `task` buffer group), but flushed at the loop's next tick: about one broker publish per
+event, each costing as much as a task's own doorbell. Here it is flushed at the next tick too, but at
+most once per `EVENTS_FLUSH_S` (and at once when it holds Celery's `buffer_limit`, 24 events): an event
+after a quiet spell leaves at once, and under load one publish carries up to 24 events, each seen by a
+monitor at most `EVENTS_FLUSH_S` later. Every event is still sent, in order.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -23,8 +32,15 @@ INTERVAL_START_S = 0.2
 INTERVAL_STEP_S = 0.2
 INTERVAL_MAX_S = 1.0
 
+EVENTS_FLUSH_S = 0.1
+# A flush scheduled this long ago and not run (its timer lost with a reset loop) is scheduled again.
+EVENTS_FLUSH_STALE_S = 1.0
+
 
 class FastReconnectConsumer(Consumer):  # type: ignore[misc]  # Celery is untyped
+    _events_flush_due: float | None = None
+    _events_flushed_at = 0.0
+
     def ensure_connected(self, conn: Any) -> Any:
         original = conn.ensure_connection
         conn.ensure_connection = functools.partial(
@@ -37,6 +53,46 @@ class FastReconnectConsumer(Consumer):  # type: ignore[misc]  # Celery is untype
             return super().ensure_connected(conn)
         finally:
             del conn.ensure_connection  # the instance attribute: the class's method is back
+
+    def on_send_event_buffered(self) -> None:
+        """Called by the event dispatcher for each buffered event. Celery's flushes at the loop's next
+        tick; this one too, unless the last flush was less than `EVENTS_FLUSH_S` ago: then at that
+        time (at most one flush per window, plus those of a full buffer)."""
+        hub = self.hub
+        if hub is None:
+            return
+        now = time.monotonic()
+        due = self._events_flush_due
+        if due is not None and now < due + EVENTS_FLUSH_STALE_S:
+            return  # a flush is scheduled already
+        delay = self._events_flushed_at + EVENTS_FLUSH_S - now
+        self._events_flush_due = now + max(delay, 0.0)
+        # The event may come from another thread: hop to the loop's thread (call_soon is thread-safe,
+        # the loop's timer is not).
+        if delay <= 0:
+            hub.call_soon(self._flush_buffered_events)
+        else:
+            hub.call_soon(self._schedule_events_flush, delay)
+
+    def _schedule_events_flush(self, delay: float) -> None:
+        if self.hub is not None:
+            self.hub.call_later(delay, self._flush_buffered_events)
+
+    def _flush_buffered_events(self) -> None:
+        self._events_flush_due = None
+        self._events_flushed_at = time.monotonic()
+        self._flush_events()  # Celery's: the current dispatcher's buffers (a failed publish is kept)
+
+    def shutdown(self) -> None:
+        """The events still buffered are sent before the dispatcher closes (one publish, bounded by the
+        broker's timeouts; the events kept from a broker outage are left as Celery leaves them)."""
+        dispatcher = self.event_dispatcher
+        if dispatcher is not None:
+            try:
+                dispatcher.flush(errors=False, groups=True)
+            except Exception as exc:
+                log.debug("buffered task events not sent at shutdown: %s", exc)
+        super().shutdown()
 
 
 # ---- kombu's Redis transport after a lost connection ------------------------------------------------
