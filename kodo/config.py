@@ -507,3 +507,20 @@ def fault_settings(env: Mapping[str, str] | None = None) -> FaultSettings | None
     if "KODO_FAULTS" not in e:
         return None
     return FaultSettings(spec=_raw(e, "KODO_FAULTS"), marker_file=_raw(e, "KODO_FAULT_FILE"))
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """What the deployed processes log besides warnings, errors and their start-up lines: the lines
+    written per request and per task, off by default (under load, most of what they wrote)."""
+
+    access_log: bool  # KODO_ACCESS_LOG: the API's access log, to stdout (kodo.api.gunicorn_conf)
+    task_log: bool  # KODO_TASK_LOG: the workers' per-task lines (workers.tasklog)
+
+
+def log_settings(env: Mapping[str, str] | None = None) -> LogSettings:
+    """KODO_ACCESS_LOG and KODO_TASK_LOG (booleans, default false), read when a process starts."""
+    e = _environ(env)
+    return LogSettings(
+        access_log=env_bool(e, "KODO_ACCESS_LOG", False), task_log=env_bool(e, "KODO_TASK_LOG", False)
+    )

@@ -26,6 +26,9 @@ mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 case " ${processes:-api} " in *" api "*) say "API http://127.0.0.1:$KODO_API_PORT" ;; esac
 case " ${processes:-reconciler} " in *" reconciler "*) say "admin http://127.0.0.1:$KODO_ADMIN_PORT (/healthz, /queues, /metrics)" ;; esac
 case " ${processes:-flower} " in *" flower "*) say "flower http://127.0.0.1:$KODO_FLOWER_PORT" ;; esac
+# Each process logs warnings, errors and its start-up lines; the lines per request and per task are off
+# unless asked for (see the Procfile's header).
+say "logs: KODO_ACCESS_LOG=1 adds the API's access log, KODO_TASK_LOG=1 the workers' per-task lines"
 say "status: mise run status (supervisorctl -c $RUN_DIR/supervisord.$role.conf status)"
 # ops.procfile writes $RUN_DIR/supervisord.$role.conf, records this pid (one file per process set:
 # $RUN_DIR/kodo-start.$role.pid, what ops/stop.sh stops), then execs supervisord in the foreground.

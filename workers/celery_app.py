@@ -22,6 +22,7 @@ from kodo.workflow.reconciler import Reconciler
 from workers.events import EventsFollowMonitor
 
 log = logging.getLogger("kodo.worker")
+task_log = logging.getLogger("kodo.worker.task")  # a line per delivery: KODO_TASK_LOG (workers.tasklog)
 
 _settings = Settings.from_env()
 # Tracing (when configured) before any task; with OTLP required, an endpoint that does not answer
@@ -92,7 +93,7 @@ def run_workflow(self: Any, workflow_id: str, **_: Any) -> str:
             delay,
         )
         raise self.retry(countdown=delay, max_retries=RETRY_LIMIT) from None
-    log.info("%s %s -> %s", RUN_WORKFLOW_TASK, workflow_id, outcome)
+    task_log.info("%s %s -> %s", RUN_WORKFLOW_TASK, workflow_id, outcome)
     return str(outcome)
 
 

@@ -6,6 +6,10 @@ a malformed request line, method, header or chunk (400). Its own answer is an HT
 contract is a JSON error for every refusal. Loading this module makes gunicorn write those answers as
 JSON (`{"error": <stable message>}`, the same messages as `kodo.api.errors.HTTP_ERRORS`), with
 gunicorn's own status codes and limits kept.
+
+The access log (a line per request) is off unless KODO_ACCESS_LOG is true (then to stdout): under
+load, writing it was about a tenth of the API's CPU, and supervisord relays each line (CPU of its
+own). gunicorn's own lines (start-up: "Listening at", "Booting worker"; warnings, errors) stay.
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ from typing import Any
 from gunicorn import util  # type: ignore[import-untyped]
 
 from kodo.api.errors import HTTP_ERRORS
+from kodo.config import log_settings
 
 # gunicorn's defaults, stated: a request line of at most 4094 bytes, 100 header fields of at most
 # 8190 bytes each.
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
+
+# `--access-logfile` on the command line wins over this (GUNICORN_CMD_ARGS too).
+accesslog = "-" if log_settings().access_log else None
 
 
 def json_error_response(status: int, reason: str) -> bytes:
