@@ -10,10 +10,11 @@ documented `worker_consumer` setting (`workers.celery_app`).
 
 Task events (sent while a monitor watches: `workers.events`) are buffered by Celery's worker (its event
 dispatcher's `task` buffer group), but flushed at the loop's next tick: about one broker publish per
-event, each costing as much as a task's own doorbell. Here it is flushed at the next tick too, but at
-most once per `EVENTS_FLUSH_S` (and at once when it holds Celery's `buffer_limit`, 24 events): an event
-after a quiet spell leaves at once, and under load one publish carries up to 24 events, each seen by a
-monitor at most `EVENTS_FLUSH_S` later. Every event is still sent, in order.
+event, each costing about as much as a task's own doorbell. Here the buffer is flushed at the next tick
+too while flushes stay under `EVENTS_FLUSHES_PER_S` a second (a burst of `EVENTS_FLUSH_BURST` allowed),
+and beyond that as soon as the rate allows (or at once when it holds Celery's `buffer_limit`, 24
+events): a worker with little to do sends each event as Celery does, a busy one sends up to 24 events
+in one publish, each at most 1/`EVENTS_FLUSHES_PER_S` s later. Every event is still sent, in order.
 """
 
 from __future__ import annotations
@@ -32,14 +33,18 @@ INTERVAL_START_S = 0.2
 INTERVAL_STEP_S = 0.2
 INTERVAL_MAX_S = 1.0
 
-EVENTS_FLUSH_S = 0.1
+# The task events' flushes: at the loop's next tick while fewer than EVENTS_FLUSHES_PER_S a second
+# (and a burst of EVENTS_FLUSH_BURST) go out, later beyond that (a token bucket).
+EVENTS_FLUSHES_PER_S = 10.0
+EVENTS_FLUSH_BURST = 5.0
 # A flush scheduled this long ago and not run (its timer lost with a reset loop) is scheduled again.
 EVENTS_FLUSH_STALE_S = 1.0
 
 
 class FastReconnectConsumer(Consumer):  # type: ignore[misc]  # Celery is untyped
     _events_flush_due: float | None = None
-    _events_flushed_at = 0.0
+    _events_tokens = EVENTS_FLUSH_BURST
+    _events_tokens_at = 0.0
 
     def ensure_connected(self, conn: Any) -> Any:
         original = conn.ensure_connection
@@ -55,18 +60,18 @@ class FastReconnectConsumer(Consumer):  # type: ignore[misc]  # Celery is untype
             del conn.ensure_connection  # the instance attribute: the class's method is back
 
     def on_send_event_buffered(self) -> None:
-        """Called by the event dispatcher for each buffered event. Celery's flushes at the loop's next
-        tick; this one too, unless the last flush was less than `EVENTS_FLUSH_S` ago: then at that
-        time (at most one flush per window, plus those of a full buffer)."""
+        """Called by the event dispatcher for each buffered event. Celery's flushes the buffer at the
+        loop's next tick; this one too while the flushes stay under their rate, else as soon as the
+        rate allows one more (meanwhile the events gather in the buffer)."""
         hub = self.hub
         if hub is None:
             return
         now = time.monotonic()
         due = self._events_flush_due
         if due is not None and now < due + EVENTS_FLUSH_STALE_S:
-            return  # a flush is scheduled already
-        delay = self._events_flushed_at + EVENTS_FLUSH_S - now
-        self._events_flush_due = now + max(delay, 0.0)
+            return  # a flush is scheduled already: this event goes with it
+        delay = self._take_flush_token(now)
+        self._events_flush_due = now + delay
         # The event may come from another thread: hop to the loop's thread (call_soon is thread-safe,
         # the loop's timer is not).
         if delay <= 0:
@@ -74,13 +79,20 @@ class FastReconnectConsumer(Consumer):  # type: ignore[misc]  # Celery is untype
         else:
             hub.call_soon(self._schedule_events_flush, delay)
 
+    def _take_flush_token(self, now: float) -> float:
+        """Seconds until the next flush may go (0: now), its token taken (borrowed if in the future)."""
+        elapsed = now - self._events_tokens_at
+        tokens = min(EVENTS_FLUSH_BURST, self._events_tokens + elapsed * EVENTS_FLUSHES_PER_S)
+        self._events_tokens_at = now
+        self._events_tokens = tokens - 1
+        return 0.0 if tokens >= 1 else (1 - tokens) / EVENTS_FLUSHES_PER_S
+
     def _schedule_events_flush(self, delay: float) -> None:
         if self.hub is not None:
             self.hub.call_later(delay, self._flush_buffered_events)
 
     def _flush_buffered_events(self) -> None:
         self._events_flush_due = None
-        self._events_flushed_at = time.monotonic()
         self._flush_events()  # Celery's: the current dispatcher's buffers (a failed publish is kept)
 
     def shutdown(self) -> None:
