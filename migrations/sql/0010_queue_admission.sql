@@ -103,6 +103,16 @@ BEGIN
               AND w.wait_kind IS NULL;
         RETURN;
     END IF;
+    -- A freed slot with nothing waiting (the common case) admits nothing: no lock, no counting.
+    -- A row whose own admission found no slot and that commits after this look is admitted by the
+    -- next slot freed, or by the reconcilers' sweep (KODO_RECONCILE_MS) at the latest.
+    IF cardinality(p_hint) = 0 AND lim.next_window_at_epoch_ms IS NULL AND NOT EXISTS (
+            SELECT 1 FROM dbos.workflow_status w
+            WHERE w.queue_name = p_queue AND w.application_version = p_version
+              AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+              AND w.status IN ('ENQUEUED', 'PENDING')) THEN
+        RETURN;
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('kodo.admit:' || p_queue, 0));
 
     -- Hinted rows that hold a slot already (a recovery, a resume of a row still leased): ring them.

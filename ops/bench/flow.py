@@ -74,6 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra setting for the fan-out run, e.g. SBX_QUEUE_CONCURRENCY=none (repeatable)",
     )
+    p.add_argument(
+        "--limits",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="the limits of the 'limits' runs (repeatable; default: every intentQ cap and rate at 1,000,000)",
+    )
     p.add_argument("--redis-db", type=int, default=13, help="Redis db of the broker (flushed!)")
     p.add_argument("--allow-shared-broker", action="store_true", help="run even if others use --redis-db")
     p.add_argument("--log-dir", default=None, help="worker logs (default: a new temporary directory)")
@@ -171,7 +178,7 @@ def statements_per_start(args: argparse.Namespace, run: str, extra: list[str]) -
 
 
 def run_overhead(args: argparse.Namespace, sup: Supervisor, run: str, mode: str, i: int) -> Result:
-    extra = LIMITS_FAR_ABOVE if mode == "limits" else []
+    extra = (args.limits or LIMITS_FAR_ABOVE) if mode == "limits" else []
     eargs = engine_args(
         [
             "--count",
@@ -264,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 fan.append(run_fanout(args, sup, f"{run}n{n}", n))
             if args.pairs:
                 stmts["none"] = statements_per_start(args, f"{run}sn", [])
-                stmts["limits"] = statements_per_start(args, f"{run}sl", LIMITS_FAR_ABOVE)
+                stmts["limits"] = statements_per_start(args, f"{run}sl", args.limits or LIMITS_FAR_ABOVE)
             for i in range(args.pairs):
                 for mode in ("none", "limits") if i % 2 == 0 else ("limits", "none"):
                     log(f"admission overhead: pair {i + 1}, {mode}")
