@@ -56,23 +56,26 @@ class Client:
     ) -> Started:
         """Start `wf` under `workflow_id` (idempotent: an existing id is returned, never re-run)."""
         wid = workflow_id or str(uuid.uuid4())
-        # The INSERT is its own transaction: one round trip.
-        with self.store.session() as s, self.publisher.commit_then_publish(s, atomic=False) as bells:
-            started = self._insert(
-                s,
-                wf,
-                args,
-                kwargs,
-                workflow_id=wid,
-                queue=queue,
-                partition_key=partition_key,
-                priority=priority,
-                deduplication_id=deduplication_id,
-                app_version=app_version,
-                max_recovery_attempts=max_recovery_attempts,
-                timeout_ms=timeout_ms,
-            )
-            bells.add(*started.doorbells)
+        with self.store.session() as s:
+            # The INSERT is its own transaction (one round trip), unless the queue is limited: then
+            # the INSERT and its admission commit together (one commit, not two).
+            limited = (queue or self.engine.definition(wf).queue) in self.publisher.admission.limited(s)
+            with self.publisher.commit_then_publish(s, atomic=limited) as bells:
+                started = self._insert(
+                    s,
+                    wf,
+                    args,
+                    kwargs,
+                    workflow_id=wid,
+                    queue=queue,
+                    partition_key=partition_key,
+                    priority=priority,
+                    deduplication_id=deduplication_id,
+                    app_version=app_version,
+                    max_recovery_attempts=max_recovery_attempts,
+                    timeout_ms=timeout_ms,
+                )
+                bells.add(*started.doorbells)
         return started
 
     def start_txn(

@@ -64,13 +64,104 @@ CREATE TABLE IF NOT EXISTS dbos.queue_partition_limits (
     CHECK ((rate_limit IS NULL) = (rate_period_ms IS NULL))
 );
 
+-- What admission counts, kept O(partitions + buckets) instead of O(slots held + window):
+-- * dbos.queue_slots: the slots each partition holds. Every change of a row's slot is logged in
+--   dbos.queue_slot_deltas by a trigger (an insert: no hot row for the transactions that free
+--   slots), and admission folds the log into queue_slots under its lock.
+-- * dbos.queue_rate: first admissions per partition in 100 ms buckets (written by admission only);
+--   a window counts every bucket it touches, so a rate limit is never overspent (at worst a row
+--   waits up to 100 ms longer than an exact window would make it).
+CREATE TABLE IF NOT EXISTS dbos.queue_slots (
+    queue_name    text NOT NULL,
+    partition_key text NOT NULL,
+    held          bigint NOT NULL,
+    PRIMARY KEY (queue_name, partition_key)
+);
+CREATE TABLE IF NOT EXISTS dbos.queue_slot_deltas (
+    queue_name    text NOT NULL,
+    partition_key text NOT NULL,
+    delta         integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dbos.queue_rate (
+    queue_name    text NOT NULL,
+    partition_key text NOT NULL,
+    bucket_ms     bigint NOT NULL,
+    n             bigint NOT NULL,
+    PRIMARY KEY (queue_name, partition_key, bucket_ms)
+);
+
+CREATE OR REPLACE FUNCTION dbos.kodo_slot_delta() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_OP <> 'INSERT' AND OLD.admitted_at_epoch_ms IS NOT NULL THEN
+        INSERT INTO dbos.queue_slot_deltas VALUES (OLD.queue_name, coalesce(OLD.queue_partition_key, ''), -1);
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.admitted_at_epoch_ms IS NOT NULL THEN
+        INSERT INTO dbos.queue_slot_deltas VALUES (NEW.queue_name, coalesce(NEW.queue_partition_key, ''), 1);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+DROP TRIGGER IF EXISTS workflow_status_slot_taken ON dbos.workflow_status;
+CREATE TRIGGER workflow_status_slot_taken AFTER INSERT ON dbos.workflow_status
+    FOR EACH ROW WHEN (NEW.admitted_at_epoch_ms IS NOT NULL) EXECUTE FUNCTION dbos.kodo_slot_delta();
+DROP TRIGGER IF EXISTS workflow_status_slot_changed ON dbos.workflow_status;
+CREATE TRIGGER workflow_status_slot_changed AFTER UPDATE ON dbos.workflow_status
+    FOR EACH ROW WHEN ((OLD.admitted_at_epoch_ms IS NULL) <> (NEW.admitted_at_epoch_ms IS NULL)
+                       OR (OLD.admitted_at_epoch_ms IS NOT NULL
+                           AND (OLD.queue_name, coalesce(OLD.queue_partition_key, ''))
+                               IS DISTINCT FROM (NEW.queue_name, coalesce(NEW.queue_partition_key, ''))))
+    EXECUTE FUNCTION dbos.kodo_slot_delta();
+DROP TRIGGER IF EXISTS workflow_status_slot_gone ON dbos.workflow_status;
+CREATE TRIGGER workflow_status_slot_gone AFTER DELETE ON dbos.workflow_status
+    FOR EACH ROW WHEN (OLD.admitted_at_epoch_ms IS NOT NULL) EXECUTE FUNCTION dbos.kodo_slot_delta();
+
+-- Admissions of queue p_queue (one partition, or all: p_part NULL) in the window of p_period
+-- ending at p_now (every 100 ms bucket it touches).
+-- (plpgsql, not sql: its plans are kept for the session instead of being made on every call)
+CREATE OR REPLACE FUNCTION dbos.kodo_rate_used(p_queue text, p_part text, p_period bigint, p_now bigint)
+RETURNS bigint LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $fn$
+BEGIN
+    IF p_part IS NULL THEN
+        RETURN (SELECT coalesce(sum(r.n), 0)::bigint FROM dbos.queue_rate r
+                WHERE r.queue_name = p_queue AND r.bucket_ms > p_now - p_period - 100);
+    END IF;
+    RETURN (SELECT coalesce(sum(r.n), 0)::bigint FROM dbos.queue_rate r
+            WHERE r.queue_name = p_queue AND r.partition_key = p_part
+              AND r.bucket_ms > p_now - p_period - 100);
+END
+$fn$;
+
+-- When a window of p_limit per p_period (of one partition, or all) lets the next admission in:
+-- the end of the bucket whose leaving brings the count below the limit, plus the period.
+CREATE OR REPLACE FUNCTION dbos.kodo_rate_reopen(
+    p_queue text, p_part text, p_limit bigint, p_period bigint, p_now bigint)
+RETURNS bigint LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $fn$
+BEGIN
+    RETURN (
+        WITH b AS (
+            SELECT r.bucket_ms, sum(r.n) AS n FROM dbos.queue_rate r
+            WHERE r.queue_name = p_queue AND (p_part IS NULL OR r.partition_key = p_part)
+              AND r.bucket_ms > p_now - p_period - 100
+            GROUP BY r.bucket_ms
+        ), c AS (
+            SELECT b.bucket_ms, sum(b.n) OVER (ORDER BY b.bucket_ms) AS gone, sum(b.n) OVER () AS used
+            FROM b
+        )
+        SELECT c.bucket_ms + 100 + p_period FROM c
+        WHERE c.used >= p_limit AND c.used - c.gone < p_limit
+        ORDER BY c.bucket_ms LIMIT 1);
+END
+$fn$;
+
 -- Admit what the limits of queue p_queue allow, among the runnable unadmitted rows of version
 -- p_version, and return the rows to ring: those admitted now, and the hinted rows (p_hint: rows
 -- the caller's transaction made runnable) that already hold a slot. A queue without limits admits
 -- nothing and rings its hinted rows as they are.
 --
 -- One statement for the caller. Admissions of a queue are serialised by an advisory lock held to
--- the end of the caller's transaction; every count is read after the lock is taken (a VOLATILE
+-- the end of the caller's transaction; every count (dbos.queue_slots, dbos.queue_rate) is read
+-- after the lock is taken (a VOLATILE
 -- function takes a fresh snapshot for each statement under READ COMMITTED), so concurrent
 -- dispatchers cannot overspend a budget (the SKIP LOCKED pitfall). Slots are only freed, never
 -- taken, outside this lock; a transaction that frees one calls this function itself.
@@ -121,15 +212,27 @@ BEGIN
         WHERE w.workflow_uuid = ANY (p_hint) AND w.admitted_at_epoch_ms IS NOT NULL
           AND w.status IN ('ENQUEUED', 'PENDING') AND w.wait_kind IS NULL;
 
+    -- Fold the slot log (committed changes since the last admission) into the counters, and drop
+    -- rate buckets no window of this queue reaches any more.
+    WITH d AS (
+        DELETE FROM dbos.queue_slot_deltas x WHERE x.queue_name = p_queue
+        RETURNING x.partition_key AS part, x.delta
+    )
+    INSERT INTO dbos.queue_slots AS s (queue_name, partition_key, held)
+    SELECT p_queue, d.part, sum(d.delta) FROM d GROUP BY d.part
+    ON CONFLICT (queue_name, partition_key) DO UPDATE SET held = s.held + excluded.held;
+    DELETE FROM dbos.queue_rate r
+    WHERE r.queue_name = p_queue AND r.bucket_ms + 100 <= p_now - greatest(
+        coalesce(lim.rate_period_ms, 0), coalesce(lim.partition_rate_period_ms, 0),
+        (SELECT coalesce(max(o.rate_period_ms), 0) FROM dbos.queue_partition_limits o
+         WHERE o.queue_name = p_queue));
+
     IF lim.concurrency IS NOT NULL THEN
-        SELECT count(*) INTO used FROM dbos.workflow_status w
-        WHERE w.queue_name = p_queue AND w.admitted_at_epoch_ms IS NOT NULL;
+        SELECT coalesce(sum(s.held), 0) INTO used FROM dbos.queue_slots s WHERE s.queue_name = p_queue;
         budget := least(budget, lim.concurrency - used);
     END IF;
     IF lim.rate_limit IS NOT NULL THEN
-        SELECT count(*) INTO used FROM dbos.workflow_status w
-        WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms;
-        budget := least(budget, lim.rate_limit - used);
+        budget := least(budget, lim.rate_limit - dbos.kodo_rate_used(p_queue, NULL, lim.rate_period_ms, p_now));
     END IF;
 
     -- The partitions with waiting rows: a loose index scan (one probe per partition).
@@ -160,18 +263,15 @@ BEGIN
             FROM unnest(parts) AS x(part)
             LEFT JOIN dbos.queue_partition_limits o ON o.queue_name = p_queue AND o.partition_key = x.part
         ), held AS (
-            SELECT l.*, (SELECT count(*) FROM dbos.workflow_status u
-                         WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = l.part
-                           AND u.admitted_at_epoch_ms IS NOT NULL) AS held
+            SELECT l.*, coalesce((SELECT s.held FROM dbos.queue_slots s
+                                  WHERE s.queue_name = p_queue AND s.partition_key = l.part), 0) AS held
             FROM limits l
         ), budgets AS (
             SELECT h.part, h.weight, h.held, least(
                 budget,
                 CASE WHEN h.conc IS NULL THEN budget ELSE h.conc - h.held END,
-                CASE WHEN h.rate IS NULL THEN budget ELSE h.rate - (
-                    SELECT count(*) FROM dbos.workflow_status u
-                    WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = h.part
-                      AND u.rate_at_epoch_ms > p_now - h.period) END) AS b
+                CASE WHEN h.rate IS NULL THEN budget
+                     ELSE h.rate - dbos.kodo_rate_used(p_queue, h.part, h.period, p_now) END) AS b
             FROM held h
         ), cand AS (
             -- Each partition's next rows, at most its budget, straight from the index.
@@ -205,57 +305,51 @@ BEGIN
         ), free AS (
             -- A row another transaction holds (a cancel or resume, which admits after it) is left
             -- for later: waiting for it while holding this queue's lock could deadlock with it.
-            SELECT w.workflow_uuid FROM dbos.workflow_status w
+            SELECT w.workflow_uuid, coalesce(w.queue_partition_key, '') AS part,
+                   w.rate_at_epoch_ms IS NULL AS first
+            FROM dbos.workflow_status w
             WHERE w.workflow_uuid IN (SELECT id FROM pick)
             FOR UPDATE SKIP LOCKED
+        ), upd AS (
+            UPDATE dbos.workflow_status w SET admitted_at_epoch_ms = p_now,
+                rate_at_epoch_ms = coalesce(w.rate_at_epoch_ms, p_now),
+                published_at_epoch_ms = p_now, publish_count = 0
+            FROM free WHERE w.workflow_uuid = free.workflow_uuid AND w.admitted_at_epoch_ms IS NULL
+              AND w.executor_id IS NULL AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')
+            RETURNING w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key, free.part, free.first
+        ), counted AS (
+            -- A first admission counts in the rate windows (a wake-up admitted again does not).
+            INSERT INTO dbos.queue_rate AS r (queue_name, partition_key, bucket_ms, n)
+            SELECT p_queue, u.part, p_now / 100 * 100, count(*) FROM upd u WHERE u.first GROUP BY u.part
+            ON CONFLICT (queue_name, partition_key, bucket_ms) DO UPDATE SET n = r.n + excluded.n
         )
-        UPDATE dbos.workflow_status w SET admitted_at_epoch_ms = p_now,
-            rate_at_epoch_ms = coalesce(w.rate_at_epoch_ms, p_now),
-            published_at_epoch_ms = p_now, publish_count = 0
-        FROM free WHERE w.workflow_uuid = free.workflow_uuid AND w.admitted_at_epoch_ms IS NULL
-          AND w.executor_id IS NULL AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')
-        RETURNING w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key;
+        SELECT u.workflow_uuid, u.queue_name, u.name, u.queue_partition_key FROM upd u;
     END IF;
 
-    -- When the queue's rate window holds waiting rows back, the moment it lets the next one in.
-    IF lim.rate_limit IS NOT NULL AND cardinality(parts) > 0 THEN
-        SELECT count(*) INTO used FROM dbos.workflow_status w
-        WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms;
-        IF used >= lim.rate_limit AND EXISTS (SELECT 1 FROM dbos.workflow_status w WHERE w.queue_name = p_queue AND w.application_version = p_version
+    -- When a rate window (the queue's, or a waiting partition's) holds waiting rows back, the
+    -- moment it lets the next one in.
+    IF lim.rate_limit IS NOT NULL AND cardinality(parts) > 0
+       AND EXISTS (SELECT 1 FROM dbos.workflow_status w WHERE w.queue_name = p_queue AND w.application_version = p_version
                                    AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL
                                    AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')) THEN
-            SELECT w.rate_at_epoch_ms + lim.rate_period_ms INTO next_at FROM dbos.workflow_status w
-            WHERE w.queue_name = p_queue AND w.rate_at_epoch_ms > p_now - lim.rate_period_ms
-            ORDER BY w.rate_at_epoch_ms OFFSET used - lim.rate_limit LIMIT 1;
-        END IF;
+        next_at := dbos.kodo_rate_reopen(p_queue, NULL, lim.rate_limit, lim.rate_period_ms, p_now);
     END IF;
-    -- When a partition's rate window holds its waiting rows back, the moment it lets the next in.
     IF cardinality(parts) > 0 AND (lim.partition_rate_limit IS NOT NULL OR EXISTS (
             SELECT 1 FROM dbos.queue_partition_limits o
             WHERE o.queue_name = p_queue AND o.rate_limit IS NOT NULL)) THEN
-        SELECT min((SELECT u.rate_at_epoch_ms + r.period FROM dbos.workflow_status u
-                    WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = r.part
-                      AND u.rate_at_epoch_ms > p_now - r.period
-                    ORDER BY u.rate_at_epoch_ms OFFSET r.started - r.rate LIMIT 1))
-        INTO reopen
+        SELECT min(dbos.kodo_rate_reopen(p_queue, q.part, q.rate, q.period, p_now)) INTO reopen
         FROM (
-            SELECT q.*, (SELECT count(*) FROM dbos.workflow_status u
-                         WHERE u.queue_name = p_queue AND coalesce(u.queue_partition_key, '') = q.part
-                           AND u.rate_at_epoch_ms > p_now - q.period) AS started
-            FROM (
-                SELECT x.part, coalesce(o.rate_limit, lim.partition_rate_limit) AS rate,
-                       coalesce(o.rate_period_ms, lim.partition_rate_period_ms) AS period
-                FROM unnest(parts) AS x(part)
-                LEFT JOIN dbos.queue_partition_limits o ON o.queue_name = p_queue AND o.partition_key = x.part
-            ) q
-            WHERE q.rate IS NOT NULL
-              -- still waiting after this admission
-              AND EXISTS (SELECT 1 FROM dbos.workflow_status w
-                          WHERE w.queue_name = p_queue AND w.application_version = p_version
-                  AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
-                  AND w.status IN ('ENQUEUED', 'PENDING') AND coalesce(w.queue_partition_key, '') = q.part)
-        ) r
-        WHERE r.started >= r.rate;
+            SELECT x.part, coalesce(o.rate_limit, lim.partition_rate_limit) AS rate,
+                   coalesce(o.rate_period_ms, lim.partition_rate_period_ms) AS period
+            FROM unnest(parts) AS x(part)
+            LEFT JOIN dbos.queue_partition_limits o ON o.queue_name = p_queue AND o.partition_key = x.part
+        ) q
+        WHERE q.rate IS NOT NULL
+          -- still waiting after this admission
+          AND EXISTS (SELECT 1 FROM dbos.workflow_status w
+                      WHERE w.queue_name = p_queue AND w.application_version = p_version
+                                   AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL
+                                   AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING') AND coalesce(w.queue_partition_key, '') = q.part);
         IF reopen IS NOT NULL AND (next_at IS NULL OR reopen < next_at) THEN
             next_at := reopen;
         END IF;
