@@ -185,6 +185,7 @@ DECLARE
     parts text[];
     reopen bigint;
     next_at bigint := NULL;
+    fast boolean := false;
 BEGIN
     SELECT * INTO lim FROM dbos.queue_limits l WHERE l.queue_name = p_queue;
     IF NOT FOUND THEN
@@ -235,7 +236,34 @@ BEGIN
         budget := least(budget, lim.rate_limit - dbos.kodo_rate_used(p_queue, NULL, lim.rate_period_ms, p_now));
     END IF;
 
+    -- Fast path, the common start or wake: the rows this transaction made runnable are the only
+    -- ones waiting, and every budget has room for all of them; they are admitted as they are (no
+    -- partition scan, no ranking: there is nothing to share).
+    IF cardinality(p_hint) > 0 AND budget >= cardinality(p_hint) AND NOT EXISTS (
+            SELECT 1 FROM dbos.workflow_status w WHERE w.queue_name = p_queue AND w.application_version = p_version
+              AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+              AND w.status IN ('ENQUEUED', 'PENDING') AND w.workflow_uuid <> ALL (p_hint)) THEN
+        SELECT NOT EXISTS (
+            SELECT 1 FROM (
+                SELECT coalesce(w.queue_partition_key, '') AS part, count(*) AS k
+                FROM dbos.workflow_status w WHERE w.workflow_uuid = ANY (p_hint) AND w.queue_name = p_queue AND w.application_version = p_version
+              AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+              AND w.status IN ('ENQUEUED', 'PENDING')
+                GROUP BY 1
+            ) h
+            LEFT JOIN dbos.queue_partition_limits o ON o.queue_name = p_queue AND o.partition_key = h.part
+            WHERE h.k > coalesce(coalesce(o.concurrency, lim.partition_concurrency) - coalesce((
+                        SELECT s.held FROM dbos.queue_slots s
+                        WHERE s.queue_name = p_queue AND s.partition_key = h.part), 0), h.k)
+               OR h.k > coalesce(coalesce(o.rate_limit, lim.partition_rate_limit) - dbos.kodo_rate_used(
+                        p_queue, h.part, coalesce(o.rate_period_ms, lim.partition_rate_period_ms), p_now), h.k))
+        INTO fast;
+    END IF;
+
     -- The partitions with waiting rows: a loose index scan (one probe per partition).
+    IF fast THEN
+        parts := '{}';
+    ELSE
     WITH RECURSIVE p AS (
         (SELECT coalesce(w.queue_partition_key, '') AS part FROM dbos.workflow_status w
          WHERE w.queue_name = p_queue AND w.application_version = p_version
@@ -252,8 +280,9 @@ BEGIN
         FROM p WHERE p.part IS NOT NULL
     )
     SELECT coalesce(array_agg(p.part), '{}') INTO parts FROM p WHERE p.part IS NOT NULL;
+    END IF;
 
-    IF budget > 0 AND cardinality(parts) > 0 THEN
+    IF budget > 0 AND (fast OR cardinality(parts) > 0) THEN
         RETURN QUERY
         WITH limits AS (
             SELECT x.part, coalesce(o.weight, 1) AS weight,
@@ -299,23 +328,31 @@ BEGIN
         ), pick AS (
             -- Turns: a partition's k-th waiting row comes after the slots it holds already, so a
             -- partition holding fewer slots (per weight) goes first, whatever its backlog's age.
-            SELECT r.id FROM ranked r
-            ORDER BY (r.held + r.rk - 1) / r.weight, r.prio, r.created_at, r.id
-            LIMIT budget
+            (SELECT r.id FROM ranked r WHERE NOT fast
+             ORDER BY (r.held + r.rk - 1) / r.weight, r.prio, r.created_at, r.id
+             LIMIT budget)
+            UNION ALL
+            SELECT w.workflow_uuid FROM dbos.workflow_status w
+            WHERE fast AND w.workflow_uuid = ANY (p_hint) AND w.queue_name = p_queue
+              AND w.application_version = p_version
         ), free AS (
             -- A row another transaction holds (a cancel or resume, which admits after it) is left
-            -- for later: waiting for it while holding this queue's lock could deadlock with it.
+            -- for later: waiting for it while holding this queue's lock could deadlock with it. The
+            -- row must still wait once locked (re-checked on its newest version). The check is a
+            -- CASE so that no plan scans the partial index of waiting rows for it: every picked row
+            -- is looked up by its key.
             SELECT w.workflow_uuid, coalesce(w.queue_partition_key, '') AS part,
                    w.rate_at_epoch_ms IS NULL AS first
             FROM dbos.workflow_status w
             WHERE w.workflow_uuid IN (SELECT id FROM pick)
+              AND CASE WHEN w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+                            AND w.status IN ('ENQUEUED', 'PENDING') THEN true ELSE false END
             FOR UPDATE SKIP LOCKED
         ), upd AS (
             UPDATE dbos.workflow_status w SET admitted_at_epoch_ms = p_now,
                 rate_at_epoch_ms = coalesce(w.rate_at_epoch_ms, p_now),
                 published_at_epoch_ms = p_now, publish_count = 0
-            FROM free WHERE w.workflow_uuid = free.workflow_uuid AND w.admitted_at_epoch_ms IS NULL
-              AND w.executor_id IS NULL AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')
+            FROM free WHERE w.workflow_uuid = free.workflow_uuid
             RETURNING w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key, free.part, free.first
         ), counted AS (
             -- A first admission counts in the rate windows (a wake-up admitted again does not).

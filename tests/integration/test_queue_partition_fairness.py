@@ -31,12 +31,14 @@ def test_fairness_a_small_tenant_is_not_starved_by_a_large_backlog(
     rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql, limits: Limits
 ) -> None:
     limits(concurrency=2)
-    start_worker(name="sbx1", queues="sbxQ", concurrency=1)
-    start_worker(name="sbx2", queues="sbxQ", concurrency=1)
+    # Tenant A queues 200 tasks, then tenant B 10; then the workers take them (with workers already
+    # running, how many of A's ran before B arrived would measure the starts' speed, not fairness).
     for i in range(200):
         rt.client.start(t.timed, 0.0, workflow_id=f"fa-{i:03d}", partition_key="tenant-a")
     for i in range(10):
         rt.client.start(t.timed, 0.0, workflow_id=f"fb-{i:02d}", partition_key="tenant-b")
+    start_worker(name="sbx1", queues="sbxQ", concurrency=1)
+    start_worker(name="sbx2", queues="sbxQ", concurrency=1)
     wait_all(rt, *(f"fb-{i:02d}" for i in range(10)))
     b_done = max(s["end"] for s in intervals(sql, "workflow_uuid LIKE 'fb-%%'", {}))
     wait_all(rt, *(f"fa-{i:03d}" for i in range(200)), timeout=120)
