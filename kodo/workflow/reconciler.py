@@ -37,6 +37,7 @@ from typing import ClassVar, Literal, Protocol
 from kodo import clock
 from kodo.config import Settings
 from kodo.errors import ConflictError, UnknownWorkflowError
+from kodo.queues import WORKER_QUEUES
 from kodo.workflow import executor
 from kodo.workflow.ports import Session, Store
 from kodo.workflow.publisher import Bells, Publisher
@@ -143,7 +144,8 @@ class Admit:
     singleton: ClassVar[int | None] = None
 
     def run(self, session: Session, bells: Bells, now: int) -> int:
-        queues = session.due_windows(now) if self.due_only else sorted(session.limited_queues())
+        # Every worker queue: the publisher's admission keeps the limited ones (its cached list).
+        queues = session.due_windows(now) if self.due_only else WORKER_QUEUES
         for queue in queues:
             bells.free(queue)
         return 0  # what it admits is rung (and counted by the broker's monitors) after the pass

@@ -17,10 +17,6 @@ ALTER TABLE dbos.workflow_status
 CREATE INDEX IF NOT EXISTS workflow_status_admitted
     ON dbos.workflow_status (queue_name, (coalesce(queue_partition_key, '')))
     WHERE admitted_at_epoch_ms IS NOT NULL;
--- Admissions in a rate window, per queue and partition.
-CREATE INDEX IF NOT EXISTS workflow_status_rate
-    ON dbos.workflow_status (queue_name, (coalesce(queue_partition_key, '')), rate_at_epoch_ms)
-    WHERE rate_at_epoch_ms IS NOT NULL;
 -- The rows waiting for admission, per queue, version and partition in admission order: a partition's
 -- next rows, and the partitions with waiting rows (a loose index scan), cost O(log n), not O(backlog).
 CREATE INDEX IF NOT EXISTS workflow_status_waiting

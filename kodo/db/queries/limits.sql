@@ -63,10 +63,8 @@ SELECT l.*,
        (SELECT count(*) FROM dbos.workflow_status w
         WHERE w.queue_name = l.queue_name AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL
           AND w.wait_kind IS NULL AND w.status IN ('ENQUEUED', 'PENDING')) AS waiting,
-       (SELECT count(*) FROM dbos.workflow_status w
-        WHERE w.queue_name = l.queue_name
-          AND w.rate_at_epoch_ms > %(now)s - coalesce(l.rate_period_ms, l.partition_rate_period_ms, 60000))
-           AS admitted_in_window
+       dbos.kodo_rate_used(l.queue_name, NULL, coalesce(l.rate_period_ms, l.partition_rate_period_ms, 60000),
+                           %(now)s) AS admitted_in_window
 FROM dbos.queue_limits l
 ORDER BY l.queue_name
 
