@@ -404,8 +404,17 @@ def wait_kill_point(s: Soak, run_id: str, workflow_id: str, out: Outcome) -> str
         pids = set(sbx.live_pids())
         held = sum(1 for k in kids if k["status"] == "PENDING" and executor_pid(k["executor_id"]) in pids)
         statuses = [str(k["status"]) for k in kids]
+        # A held task that has recorded its sandbox run is about to end and may be gone before the stop
+        # lands; one still in its chaos sleep (no sbx_runs row yet) is in flight for that long. Stop
+        # only when the worker holds at least one of those (one attempt per task in these soaks).
+        sleeping = held - max(0, done - statuses.count("SUCCESS"))
+        if s.args.chaos_sleep_ms and sleeping < 1:
+            return False
         by_status = " ".join(f"{st}={statuses.count(st)}" for st in sorted(set(statuses)))
-        at_kill = f"sbx_runs={done} children={len(kids)} {by_status} held_by_sbx_worker={held}"
+        at_kill = (
+            f"sbx_runs={done} children={len(kids)} {by_status} held_by_sbx_worker={held} "
+            f"held_before_their_sandbox_run={max(0, sleeping)}"
+        )
         out.checks.update(at_stop_sbx_runs=str(done), at_stop_held=str(held))
         return True
 
