@@ -26,6 +26,8 @@ class Doorbell:
     queue: str
     name: str | None = field(default=None, compare=False)
     partition_key: str | None = field(default=None, compare=False)
+    # Inserted admitted (a limited queue's row that needs no further admission to be rung).
+    admitted: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,14 @@ class Boundary:
     status: WorkflowStatus
     epoch: int
     executor_id: str | None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A terminal write that happened. `waiting`: rows of the workflow's queue (and version) were
+    waiting for admission when it ended (if its queue is limited, its freed slot is theirs)."""
+
+    waiting: bool
 
 
 @dataclass(frozen=True)

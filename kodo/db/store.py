@@ -24,6 +24,7 @@ from kodo.records import (
     Claim,
     Doorbell,
     DuplicateError,
+    Ended,
     Fence,
     NewWorkflow,
     NoopReason,
@@ -205,12 +206,12 @@ class PgSession:
 
     def complete(
         self, fence: Fence, status: WorkflowStatus, output: str | None, error: str | None, now: int
-    ) -> bool:
+    ) -> Ended | None:
         row = self._one(
             Q["complete_workflow"],
             {**_fence(fence), "status": status.value, "output": output, "error": error, "now": now},
         )
-        return row is not None
+        return None if row is None else Ended(bool(row["waiting"]))
 
     # ---- wakers ----------------------------------------------------------------------------
 
@@ -248,7 +249,7 @@ class PgSession:
 
     # ---- workflows -------------------------------------------------------------------------
 
-    def insert_workflow(self, new: NewWorkflow, now: int) -> Doorbell | None:
+    def insert_workflow(self, new: NewWorkflow, now: int, *, admit: bool = False) -> Doorbell | None:
         params = {
             "workflow_uuid": new.workflow_id,
             "name": new.name,
@@ -264,16 +265,19 @@ class PgSession:
             "timeout_ms": new.timeout_ms,
             "now": now,
         }
+        query = Q["insert_workflow_admitted"] if admit else Q["insert_workflow"]
         if new.deduplication_id is None:  # only the deduplication index can raise: no savepoint needed
-            row = self._one(Q["insert_workflow"], params)
+            row = self._one(query, params)
         else:
             try:
                 # A savepoint (inside a transaction) keeps a clash from poisoning the caller's work.
                 with self.conn.transaction():
-                    row = self._one(Q["insert_workflow"], params)
+                    row = self._one(query, params)
             except psycopg.errors.UniqueViolation as exc:
                 raise DuplicateError(new.deduplication_id) from exc
-        return None if row is None else Doorbell(new.workflow_id, new.queue, new.name, new.partition_key)
+        if row is None:
+            return None
+        return Doorbell(new.workflow_id, new.queue, new.name, new.partition_key, bool(row.get("admitted")))
 
     def get_workflow(self, workflow_id: str) -> Row | None:
         return self._one(Q["get_workflow"], {"workflow_uuid": workflow_id})

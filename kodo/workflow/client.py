@@ -56,26 +56,24 @@ class Client:
     ) -> Started:
         """Start `wf` under `workflow_id` (idempotent: an existing id is returned, never re-run)."""
         wid = workflow_id or str(uuid.uuid4())
-        with self.store.session() as s:
-            # The INSERT is its own transaction (one round trip), unless the queue is limited: then
-            # the INSERT and its admission commit together (one commit, not two).
-            limited = (queue or self.engine.definition(wf).queue) in self.publisher.admission.limited(s)
-            with self.publisher.commit_then_publish(s, atomic=limited) as bells:
-                started = self._insert(
-                    s,
-                    wf,
-                    args,
-                    kwargs,
-                    workflow_id=wid,
-                    queue=queue,
-                    partition_key=partition_key,
-                    priority=priority,
-                    deduplication_id=deduplication_id,
-                    app_version=app_version,
-                    max_recovery_attempts=max_recovery_attempts,
-                    timeout_ms=timeout_ms,
-                )
-                bells.add(*started.doorbells)
+        # The INSERT is its own transaction (one round trip); a limited queue's row is admitted by
+        # it when it can be at once, else admission follows in a statement of its own.
+        with self.store.session() as s, self.publisher.commit_then_publish(s, atomic=False) as bells:
+            started = self._insert(
+                s,
+                wf,
+                args,
+                kwargs,
+                workflow_id=wid,
+                queue=queue,
+                partition_key=partition_key,
+                priority=priority,
+                deduplication_id=deduplication_id,
+                app_version=app_version,
+                max_recovery_attempts=max_recovery_attempts,
+                timeout_ms=timeout_ms,
+            )
+            bells.add(*started.doorbells)
         return started
 
     def start_txn(
@@ -111,7 +109,7 @@ class Client:
     ) -> Started:
         new = self.engine.new_workflow(wf, args, kwargs, workflow_id=workflow_id, **options)
         try:
-            bell = session.insert_workflow(new, clock.now_ms())
+            bell = self.publisher.admission.insert(session, new, clock.now_ms())
         except DuplicateError as exc:
             raise ConflictError(f"deduplication id {new.deduplication_id!r} is in use on this queue") from exc
         return Started(workflow_id, bell is not None, () if bell is None else (bell,))
@@ -228,7 +226,7 @@ class Client:
                 max_recovery_attempts=orig["max_recovery_attempts"],
                 forked_from=workflow_id,
             )
-            bell = s.insert_workflow(new, clock.now_ms())
+            bell = self.publisher.admission.insert(s, new, clock.now_ms())
             if bell is None:
                 raise ConflictError(f"workflow {new_id} already exists")
             s.fork_copy(new_id, workflow_id, start_step)

@@ -131,7 +131,7 @@ class Execution:
                 transition=lambda: self.session.complete(self.fence, status, output, error, now),
             )
             if done:
-                bells.free(self.queue)
+                bells.free(self.queue, waiting=done.waiting)
             if done and hook is not None:
                 args, kwargs = serde.decode_inputs(self.inputs)
                 hook(self.session.handle, Transition(status.value), detail, *args, **kwargs)
@@ -436,7 +436,7 @@ class Execution:
                 parent=self.workflow_id,
             )
             with self._tx() as bells:
-                bells.add(self.session.insert_workflow(new, now))
+                bells.add(self.engine.publisher.admission.insert(self.session, new, now))
                 self._record(Checkpoint(op.function_id, op.name, serde.dumps(child_id), None, now, child_id))
             return child_id
 
@@ -473,7 +473,7 @@ class Execution:
             ids = [child_id for _, child_id in calls]
             with self._tx() as bells:
                 for new in children:
-                    bells.add(self.session.insert_workflow(new, now))
+                    bells.add(self.engine.publisher.admission.insert(self.session, new, now))
                 self._record(Checkpoint(op.function_id, op.name, serde.dumps(ids), None, now))
             return ids
 

@@ -22,6 +22,7 @@ from kodo.records import (
     Checkpoint,
     Claim,
     Doorbell,
+    Ended,
     Fence,
     NewWorkflow,
     NoopReason,
@@ -94,8 +95,8 @@ class Session(Protocol):
 
     def complete(
         self, fence: Fence, status: WorkflowStatus, output: str | None, error: str | None, now: int
-    ) -> bool:
-        """The terminal write (fenced; a CANCELLED row is not overwritten)."""
+    ) -> Ended | None:
+        """The terminal write (fenced; a CANCELLED row is not overwritten); None if not written."""
 
     # ---- wakers ----------------------------------------------------------------------------
     def lock_child_waiters(self, parent: str, child: str) -> None:
@@ -118,8 +119,10 @@ class Session(Protocol):
         """Consume the oldest unconsumed message on `topic`, or None."""
 
     # ---- workflows -------------------------------------------------------------------------
-    def insert_workflow(self, new: NewWorkflow, now: int) -> Doorbell | None:
-        """Create the row (ENQUEUED); None if the id exists. Raises DuplicateError on a dedup clash."""
+    def insert_workflow(self, new: NewWorkflow, now: int, *, admit: bool = False) -> Doorbell | None:
+        """Create the row (ENQUEUED); None if the id exists. Raises DuplicateError on a dedup clash.
+        `admit` (a limited queue): admit the row as it is inserted if it has room and nothing else of
+        its queue waits; the doorbell says whether it was (`Doorbell.admitted`)."""
 
     def get_workflow(self, workflow_id: str) -> Row | None: ...
 

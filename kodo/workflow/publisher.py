@@ -32,8 +32,12 @@ class Bells:
     def add(self, *bells: Doorbell | None) -> None:
         self._bells.extend(b for b in bells if b is not None)
 
-    def free(self, queue: str) -> None:
-        self.freed.add(queue)
+    def free(self, queue: str, *, waiting: bool = True) -> None:
+        """A slot of `queue` was freed; `waiting` False: its transition saw nothing waiting for one
+        (no admission for it: a row that starts waiting after that look is admitted by the next
+        freed slot, or the reconciler's sweep)."""
+        if waiting:
+            self.freed.add(queue)
 
     def merge(self, other: Bells) -> None:
         self._bells.extend(other._bells)

@@ -9,10 +9,13 @@ commit.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from kodo.errors import NotFoundError
 from kodo.workflow.ports import Session
 from kodo.workflow.publisher import Bells
+
+T = TypeVar("T")
 
 
 def send_message(
@@ -45,8 +48,8 @@ def end_child(
     parent: str | None,
     child: str,
     now: int,
-    transition: Callable[[], bool],
-) -> bool:
+    transition: Callable[[], T],
+) -> T:
     """Run `transition` (the child's terminal write) with its waiters locked first, then wake
     every workflow parked on this child, and the parent if it waits for its last one. Returns what
     `transition` returned.

@@ -95,6 +95,13 @@ BEGIN
     IF TG_OP <> 'DELETE' AND NEW.admitted_at_epoch_ms IS NOT NULL THEN
         INSERT INTO dbos.queue_slot_deltas VALUES (NEW.queue_name, coalesce(NEW.queue_partition_key, ''), 1);
     END IF;
+    -- A row inserted admitted (dbos.kodo_admit_new said so, under the queue's lock) counts in the
+    -- rate windows here, so a start that inserted nothing (an existing id) counts nothing.
+    IF TG_OP = 'INSERT' AND NEW.rate_at_epoch_ms IS NOT NULL THEN
+        INSERT INTO dbos.queue_rate AS r (queue_name, partition_key, bucket_ms, n)
+        VALUES (NEW.queue_name, coalesce(NEW.queue_partition_key, ''), NEW.rate_at_epoch_ms / 100 * 100, 1)
+        ON CONFLICT (queue_name, partition_key, bucket_ms) DO UPDATE SET n = r.n + 1;
+    END IF;
     RETURN NULL;
 END
 $fn$;
@@ -204,10 +211,11 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('kodo.admit:' || p_queue, 0));
 
     -- Hinted rows that hold a slot already (a recovery, a resume of a row still leased): ring them.
+    -- (Looked up by key: a generic plan of `= ANY (p_hint)` with these conditions scanned an index.)
     RETURN QUERY SELECT w.workflow_uuid, w.queue_name, w.name, w.queue_partition_key
-        FROM dbos.workflow_status w
-        WHERE w.workflow_uuid = ANY (p_hint) AND w.admitted_at_epoch_ms IS NOT NULL
-          AND w.status IN ('ENQUEUED', 'PENDING') AND w.wait_kind IS NULL;
+        FROM (SELECT DISTINCT x AS id FROM unnest(p_hint) AS x) h JOIN dbos.workflow_status w ON w.workflow_uuid = h.id
+        WHERE CASE WHEN w.admitted_at_epoch_ms IS NOT NULL AND w.status IN ('ENQUEUED', 'PENDING')
+                        AND w.wait_kind IS NULL THEN true ELSE false END;
 
     -- Fold the slot log (committed changes since the last admission) into the counters, and drop
     -- rate buckets no window of this queue reaches any more.
@@ -395,6 +403,72 @@ BEGIN
     IF next_at IS NOT NULL AND FOUND THEN
         PERFORM pg_notify('kodo_timer', next_at::text);
     END IF;
+END
+$fn$;
+
+-- Admission of a row about to be inserted (a start, a child): true when it may be inserted admitted,
+-- which it then is, by the same statement (kodo/db/queries/workflows.sql insert_workflow_admitted):
+-- one statement, and no second version of the row. It may when nothing of the queue (this version)
+-- waits and every budget (the queue's and the partition's caps and windows) has room for one more;
+-- otherwise the row is inserted waiting and dbos.kodo_admit, with the row as its hint, decides in
+-- its turn (fairly, with whatever else waits). Under the queue's admission lock, as kodo_admit; the
+-- row's slot and its rate count are logged by the insert's trigger (dbos.kodo_slot_delta).
+CREATE OR REPLACE FUNCTION dbos.kodo_admit_new(p_queue text, p_version text, p_part text, p_now bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    lim dbos.queue_limits%ROWTYPE;
+    o dbos.queue_partition_limits%ROWTYPE;
+    conc integer;
+    rate integer;
+    period bigint;
+BEGIN
+    SELECT * INTO lim FROM dbos.queue_limits l WHERE l.queue_name = p_queue;
+    IF NOT FOUND THEN
+        RETURN false;  -- unlimited: rows are claimable without admission
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('kodo.admit:' || p_queue, 0));
+    IF EXISTS (SELECT 1 FROM dbos.workflow_status w
+               WHERE w.queue_name = p_queue AND w.application_version = p_version
+                 AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+                 AND w.status IN ('ENQUEUED', 'PENDING')) THEN
+        RETURN false;  -- others wait: kodo_admit shares the budget among them
+    END IF;
+    WITH d AS (
+        DELETE FROM dbos.queue_slot_deltas x WHERE x.queue_name = p_queue
+        RETURNING x.partition_key AS part, x.delta
+    )
+    INSERT INTO dbos.queue_slots AS s (queue_name, partition_key, held)
+    SELECT p_queue, d.part, sum(d.delta) FROM d GROUP BY d.part
+    ON CONFLICT (queue_name, partition_key) DO UPDATE SET held = s.held + excluded.held;
+    DELETE FROM dbos.queue_rate r
+    WHERE r.queue_name = p_queue AND r.bucket_ms + 100 <= p_now - greatest(
+        coalesce(lim.rate_period_ms, 0), coalesce(lim.partition_rate_period_ms, 0),
+        (SELECT coalesce(max(x.rate_period_ms), 0) FROM dbos.queue_partition_limits x
+         WHERE x.queue_name = p_queue));
+    IF lim.concurrency IS NOT NULL AND lim.concurrency <= (
+            SELECT coalesce(sum(s.held), 0) FROM dbos.queue_slots s WHERE s.queue_name = p_queue) THEN
+        RETURN false;
+    END IF;
+    IF lim.rate_limit IS NOT NULL
+       AND lim.rate_limit <= dbos.kodo_rate_used(p_queue, NULL, lim.rate_period_ms, p_now) THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO o FROM dbos.queue_partition_limits x WHERE x.queue_name = p_queue AND x.partition_key = p_part;
+    conc := coalesce(o.concurrency, lim.partition_concurrency);
+    IF conc IS NOT NULL AND conc <= coalesce((
+            SELECT s.held FROM dbos.queue_slots s WHERE s.queue_name = p_queue AND s.partition_key = p_part), 0) THEN
+        RETURN false;
+    END IF;
+    rate := coalesce(o.rate_limit, lim.partition_rate_limit);
+    period := coalesce(o.rate_period_ms, lim.partition_rate_period_ms);
+    IF rate IS NOT NULL AND rate <= dbos.kodo_rate_used(p_queue, p_part, period, p_now) THEN
+        RETURN false;
+    END IF;
+    RETURN true;
 END
 $fn$;
 

@@ -215,3 +215,41 @@ def test_the_slot_counters_match_the_rows_after_caps_cancels_and_resumes(
     rt.client.resume("sc-4")
     wait_all(rt, "sc-4")
     assert held_by_counters() == held_by_rows()
+
+
+def test_a_start_with_room_is_admitted_by_its_insert_and_counted_once(
+    rt: Runtime, sql: Sql, limits: Limits
+) -> None:
+    # Room and nothing else waiting: the INSERT admits the row (dbos.kodo_admit_new), one statement.
+    # At the cap the next rows are inserted waiting and admission (kodo_admit) decides: here, no slot.
+    limits(concurrency=2, rate="100/60")
+    started = [rt.client.start(t.timed, 0.0, workflow_id=f"ia-{i}", partition_key="p1") for i in range(3)]
+    assert [b.admitted for s in started for b in s.doorbells] == [True, True, False]
+    assert rt.client.start(t.timed, 0.0, workflow_id="ia-0", partition_key="p1").created is False
+    rows = sql(
+        "SELECT workflow_uuid, admitted_at_epoch_ms IS NOT NULL AS admitted, rate_at_epoch_ms IS NOT NULL"
+        " AS rated FROM dbos.workflow_status WHERE workflow_uuid LIKE 'ia-%%' ORDER BY 1"
+    )
+    assert [(r["admitted"], r["rated"]) for r in rows] == [(True, True), (True, True), (False, False)]
+    # Counted once each in the window (the repeated start of ia-0 inserted nothing: counted nothing).
+    assert sql("SELECT sum(n) AS n FROM dbos.queue_rate WHERE queue_name = 'sbxQ'")[0]["n"] == 2
+    # Another version's row is never admitted here (no worker of that version would use its slot).
+    limits(concurrency=5)
+    other = rt.client.start(t.timed, 0.0, workflow_id="ia-v", partition_key="p9", app_version="elsewhere")
+    assert [b.admitted for b in other.doorbells] == [False]
+
+
+def test_an_end_says_whether_its_queue_has_rows_waiting(
+    rt: Runtime, start_worker: Callable[..., procs.WorkerProc], sql: Sql, limits: Limits
+) -> None:
+    # The end's UPDATE reports waiting rows (no admission statement after it otherwise); with rows
+    # waiting, its freed slot admits the next at once (no sweep runs here: the push is the end's).
+    limits(concurrency=1)
+    for i in range(3):
+        rt.client.start(t.timed, 0.2, workflow_id=f"ew-{i}", partition_key="p1")
+    start_worker(name="sbx1", queues="sbxQ", concurrency=2)
+    wait_all(rt, *(f"ew-{i}" for i in range(3)), timeout=20)
+    spans = intervals(sql, "workflow_uuid LIKE 'ew-%%'", {})
+    assert max_overlap(spans) == 1
+    gaps = [b["start"] - a["end"] for a, b in itertools.pairwise(sorted(spans, key=lambda s: s["start"]))]
+    assert all(g < 1000 for g in gaps), gaps  # each next one within a second of the slot freeing

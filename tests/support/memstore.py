@@ -45,6 +45,7 @@ from kodo.records import (
     Claim,
     Doorbell,
     DuplicateError,
+    Ended,
     Fence,
     NewWorkflow,
     NoopReason,
@@ -439,15 +440,15 @@ class MemorySession:
     @_statement
     def complete(
         self, fence: Fence, status: WorkflowStatus, output: str | None, error: str | None, now: int
-    ) -> bool:
+    ) -> Ended | None:
         row = self._fenced(fence)
         if row is None or row["status"] != PENDING:
-            return False
+            return None
         row["status"], row["output"], row["error"] = status.value, output, error
         row["deduplication_id"] = row["executor_id"] = row["lease_until_epoch_ms"] = None
         _clear_wait(row)
         row["updated_at"] = now
-        return True
+        return Ended(waiting=True)  # the fake has no queue limits: nothing to skip
 
     # ---- wakers ------------------------------------------------------------------------------
 
@@ -534,7 +535,7 @@ class MemorySession:
     # ---- workflows ---------------------------------------------------------------------------
 
     @_statement
-    def insert_workflow(self, new: NewWorkflow, now: int) -> Doorbell | None:
+    def insert_workflow(self, new: NewWorkflow, now: int, *, admit: bool = False) -> Doorbell | None:
         if new.workflow_id in self._s.workflows:
             return None  # ON CONFLICT (workflow_uuid) DO NOTHING
         self._lock_row(new.workflow_id)  # a concurrent insert of the same key waits for our commit

@@ -116,7 +116,14 @@ UPDATE dbos.workflow_status SET status = %(status)s, output = %(output)s, error 
     updated_at = %(now)s
 WHERE workflow_uuid = %(workflow_uuid)s AND lease_epoch = %(epoch)s AND executor_id = %(executor_id)s
   AND status = 'PENDING'
-RETURNING parent_workflow_id
+RETURNING parent_workflow_id,
+    -- Rows of its queue wait for admission (then its freed slot, in a limited queue, is theirs);
+    -- an index probe (workflow_status_waiting, 0010), so no admission statement follows otherwise.
+    EXISTS (SELECT 1 FROM dbos.workflow_status w
+            WHERE w.queue_name = workflow_status.queue_name
+              AND w.application_version = workflow_status.application_version
+              AND w.admitted_at_epoch_ms IS NULL AND w.executor_id IS NULL AND w.wait_kind IS NULL
+              AND w.status IN ('ENQUEUED', 'PENDING')) AS waiting
 
 -- name: lock_child_waiters
 -- Before a child's terminal write: lock the rows its end may wake, in id order (rows are locked
@@ -235,3 +242,21 @@ SELECT * FROM dbos.kodo_admit(%(queue)s, %(app_version)s, %(now)s, %(hint)s::tex
 -- name: limited_queues
 -- The queues with limits (their runnable rows wait for admission).
 SELECT queue_name FROM dbos.queue_limits
+
+-- name: insert_workflow_admitted
+-- insert_workflow for a limited queue: the row is inserted admitted when dbos.kodo_admit_new (0010)
+-- finds room and nothing else waiting (one statement, one version of the row); else it is inserted
+-- waiting, for dbos.kodo_admit to decide.
+INSERT INTO dbos.workflow_status (
+    workflow_uuid, status, name, queue_name, queue_partition_key, priority, deduplication_id,
+    application_version, inputs, parent_workflow_id, forked_from, max_recovery_attempts,
+    workflow_timeout_ms, published_at_epoch_ms, created_at, updated_at, admitted_at_epoch_ms, rate_at_epoch_ms)
+SELECT
+    %(workflow_uuid)s, 'ENQUEUED', %(name)s, %(queue_name)s, %(partition_key)s, %(priority)s,
+    %(deduplication_id)s, %(app_version)s, %(inputs)s, %(parent)s, %(forked_from)s,
+    %(max_recovery_attempts)s, %(timeout_ms)s, %(now)s, %(now)s, %(now)s, a.at, a.at
+FROM (SELECT CASE WHEN dbos.kodo_admit_new(%(queue_name)s, %(app_version)s, coalesce(%(partition_key)s, ''),
+                                           %(now)s)
+                  THEN %(now)s::bigint END AS at) a
+ON CONFLICT (workflow_uuid) DO NOTHING
+RETURNING workflow_uuid, status, name, admitted_at_epoch_ms IS NOT NULL AS admitted
