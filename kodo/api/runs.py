@@ -93,9 +93,11 @@ def start_legacy(intent_id: str) -> Response:
 @bp.get("/runs/<run_id>")
 @operation("RunView by run id or workflow id", {200: RunView})
 def get_run_view(run_id: str) -> Response:
-    run = service().get_run(run_id)
     with service().db.conn() as c:
-        return json_response(projections.run_view(c, run))
+        view = projections.run_view(c, run_id)
+    if view is None:
+        raise NotFoundError("run not found")
+    return json_response(view)
 
 
 @bp.post("/runs/<run_id>/approve-plan")

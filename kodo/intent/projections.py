@@ -154,8 +154,9 @@ def epoch_ms(ts: datetime) -> int:
     return (ts - _EPOCH) // timedelta(milliseconds=1)
 
 
-def _iso_or_none(ts: datetime | None) -> str | None:
-    return None if ts is None else iso(ts)
+def _iso_or_none(ts: datetime | str | None) -> str | None:
+    """A time as the API writes it (a string is one already: api_run_view formats its times)."""
+    return ts if ts is None or isinstance(ts, str) else iso(ts)
 
 
 # ---- RunView (§8.1) ----------------------------------------------------------------------------
@@ -348,8 +349,10 @@ def load_engine_status(c: Conn, workflow_id: str) -> str | None:
     return None if row is None else str(row["status"])
 
 
-def run_view(c: Conn, run: Row) -> RunView:
-    return project_run_view(run, load_steps(c, run["id"]), load_artifacts(c, run["id"]))
+def run_view(c: Conn, id_or_workflow_id: str) -> RunView | None:
+    """`GET /runs/:id` in one statement (the run, its steps and artifacts); None if no such run."""
+    row = c.execute(Q["api_run_view"], {"id": id_or_workflow_id}).fetchone()
+    return None if row is None else project_run_view(row, row["steps"], row["artifacts"])
 
 
 def run_header(c: Conn, run: Row, *, trace_base_url: str | None = None) -> RunHeader:

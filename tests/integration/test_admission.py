@@ -222,17 +222,17 @@ def test_a_start_with_room_is_admitted_by_its_insert_and_counted_once(
 ) -> None:
     # Room and nothing else waiting: the INSERT admits the row (dbos.kodo_admit_new), one statement.
     # At the cap the next rows are inserted waiting and admission (kodo_admit) decides: here, no slot.
-    limits(concurrency=2, rate="100/60")
-    started = [rt.client.start(t.timed, 0.0, workflow_id=f"ia-{i}", partition_key="p1") for i in range(3)]
+    limits(concurrency=2, partition_rate="100/60")
+    started = [rt.client.start(t.timed, 0.0, workflow_id=f"ia-{i}", partition_key="ia-p") for i in range(3)]
     assert [b.admitted for s in started for b in s.doorbells] == [True, True, False]
-    assert rt.client.start(t.timed, 0.0, workflow_id="ia-0", partition_key="p1").created is False
+    assert rt.client.start(t.timed, 0.0, workflow_id="ia-0", partition_key="ia-p").created is False
     rows = sql(
         "SELECT workflow_uuid, admitted_at_epoch_ms IS NOT NULL AS admitted, rate_at_epoch_ms IS NOT NULL"
         " AS rated FROM dbos.workflow_status WHERE workflow_uuid LIKE 'ia-%%' ORDER BY 1"
     )
     assert [(r["admitted"], r["rated"]) for r in rows] == [(True, True), (True, True), (False, False)]
     # Counted once each in the window (the repeated start of ia-0 inserted nothing: counted nothing).
-    assert sql("SELECT sum(n) AS n FROM dbos.queue_rate WHERE queue_name = 'sbxQ'")[0]["n"] == 2
+    assert sql("SELECT sum(n) AS n FROM dbos.queue_rate WHERE partition_key = 'ia-p'")[0]["n"] == 2
     # Another version's row is never admitted here (no worker of that version would use its slot).
     limits(concurrency=5)
     other = rt.client.start(t.timed, 0.0, workflow_id="ia-v", partition_key="p9", app_version="elsewhere")

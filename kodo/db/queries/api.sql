@@ -102,3 +102,31 @@ LIMIT 1
 -- name: api_engine_status
 -- The engine's status of a workflow (the RunHeader overlay), if the workflow exists.
 SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %(workflow_id)s
+
+-- name: api_run_view
+-- GET /runs/:id in one statement (one snapshot, one round trip): the run (api_find_run's dual
+-- lookup), the latest attempt of each step (api_run_steps' order) and every artifact
+-- (api_run_artifacts' order). Times as the API writes them: UTC, milliseconds truncated, `Z`.
+WITH r AS (
+    SELECT id, intent_id, workflow_id, status, trace_id, tenant_id, queue_partition_key, last_step,
+           error, retry_count, next_action, created_at, updated_at
+    FROM app.runs WHERE id = %(id)s OR workflow_id = %(id)s
+    ORDER BY (id = %(id)s) DESC, created_at DESC
+    LIMIT 1
+)
+SELECT r.*,
+    (SELECT coalesce(json_agg(json_build_object(
+                'step_id', s.step_id, 'phase', s.phase, 'output', s.output, 'trace_id', s.trace_id,
+                'span_id', s.span_id,
+                'started_at', to_char(s.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                'finished_at', to_char(s.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+            ORDER BY s.started_at ASC NULLS FIRST, s.step_id COLLATE "C"), '[]'::json)
+     FROM (SELECT DISTINCT ON (x.step_id) x.step_id, x.phase, x.output, x.trace_id, x.span_id,
+                  x.started_at, x.finished_at
+           FROM app.run_steps x WHERE x.run_id = r.id
+           ORDER BY x.step_id, x.attempt DESC) s) AS steps,
+    (SELECT coalesce(json_agg(json_build_object(
+                'kind', a.kind, 'uri', a.uri, 'inline', a.inline, 'sha256', a.sha256)
+            ORDER BY a.step_id COLLATE "C", a.task_key COLLATE "C", a.idx, a.attempt), '[]'::json)
+     FROM app.artifacts a WHERE a.run_id = r.id) AS artifacts
+FROM r
