@@ -41,27 +41,49 @@ def put(
     c: Conn, run_id: str, step_id: str, idx: int, art: Artifact, *, attempt: int, task_key: str = ""
 ) -> str:
     """Insert one artifact; a repeat of the same artifact is a no-op. Returns its URI."""
-    ref = uri(run_id, step_id, art.name, task_key)
-    slot = {"run_id": run_id, "step_id": step_id, "task_key": task_key, "idx": idx, "attempt": attempt}
-    row = c.execute(
-        Q["insert_artifact"],
-        {**slot, "kind": art.kind, "uri": ref, "inline": Jsonb(art.inline), "sha256": art.sha256},
-    ).fetchone()
-    if row is None:
-        existing = c.execute(Q["get_artifact_slot"], slot).fetchone()
+    return put_many(c, run_id, step_id, [(idx, art)], attempt=attempt, task_key=task_key)[0]
+
+
+def put_many(
+    c: Conn,
+    run_id: str,
+    step_id: str,
+    items: list[tuple[int, Artifact]],
+    *,
+    attempt: int,
+    task_key: str = "",
+) -> list[str]:
+    """Insert artifacts `(idx, artifact)` of one step attempt in one statement; a repeat of the same
+    artifact is a no-op, a different one in a taken slot raises ArtifactDivergenceError. Their URIs."""
+    refs = [uri(run_id, step_id, art.name, task_key) for _, art in items]
+    slot = {"run_id": run_id, "step_id": step_id, "task_key": task_key, "attempt": attempt}
+    rows = c.execute(
+        Q["insert_artifacts"],
+        {
+            **slot,
+            "idx": [idx for idx, _ in items],
+            "kind": [art.kind for _, art in items],
+            "uri": refs,
+            "inline": [Jsonb(art.inline) for _, art in items],
+            "sha256": [art.sha256 for _, art in items],
+        },
+    ).fetchall()
+    inserted = {int(r["idx"]) for r in rows}
+    for (idx, art), ref in zip(items, refs, strict=True):
+        if idx in inserted:
+            continue
+        existing = c.execute(Q["get_artifact_slot"], {**slot, "idx": idx}).fetchone()
         if existing is not None and (existing["uri"] != ref or existing["sha256"] != art.sha256):
             raise ArtifactDivergenceError(
                 f"Artifact divergence at {run_id}/{step_id}/{task_key}/{idx}/{attempt}"
             )
-    return ref
+    return refs
 
 
-def ensure_sentinel(c: Conn, run_id: str, step_id: str, attempt: int) -> None:
-    """A step that wrote no artifact for this attempt gets the `none` sentinel (idx 999)."""
-    row = c.execute(
-        Q["count_step_artifacts"], {"run_id": run_id, "step_id": step_id, "attempt": attempt}
-    ).fetchone()
-    if row is not None and int(row["n"]) == 0:
+def ensure_sentinel(c: Conn, run_id: str, step_id: str, attempt: int, *, wrote: int) -> None:
+    """A step that wrote no artifact for this attempt (`wrote`, counted by the step: a step attempt
+    is new in its own transaction, so nothing else wrote under it) gets the `none` sentinel (idx 999)."""
+    if wrote == 0:
         sentinel = Artifact("none", "none", {"status": "no_artifacts"}, NONE_SHA256)
         put(c, run_id, step_id, SENTINEL_IDX, sentinel, attempt=attempt)
 
@@ -104,15 +126,6 @@ def sandbox_set(
         "rawRef": uri(run_id, step, "raw.json", task_key),
         "createdAt": INDEX_CREATED_AT,
     }
-    index_ref = put(
-        c,
-        run_id,
-        step,
-        0,
-        Artifact("artifact_index", "index.json", {"json": index}, sha256_hex(index)),
-        attempt=attempt,
-        task_key=task_key,
-    )
-    for i, art in enumerate(entries, start=1):
-        put(c, run_id, step, i, art, attempt=attempt, task_key=task_key)
-    return index_ref
+    index_art = Artifact("artifact_index", "index.json", {"json": index}, sha256_hex(index))
+    numbered = [(0, index_art), *enumerate(entries, start=1)]
+    return put_many(c, run_id, step, numbered, attempt=attempt, task_key=task_key)[0]

@@ -210,7 +210,6 @@ def compile_step(c: Conn, ctx: dict[str, Any]) -> dict[str, Any]:
         Artifact("plan_card", "plan.json", plan, sha256_hex(plan)),
         attempt=attempt,
     )
-    artifacts.ensure_sentinel(c, ctx["runId"], "CompileST", attempt)
     return _record_step(c, ctx, "CompileST", plan, attempt, started)
 
 
@@ -219,7 +218,7 @@ def apply_patch_step(c: Conn, ctx: dict[str, Any], plan: dict[str, Any]) -> dict
     started = _now()
     attempt = _next_attempt(c, ctx, "ApplyPatchST")
     patched = {**plan, "patchedAt": iso_ms(started)}
-    artifacts.ensure_sentinel(c, ctx["runId"], "ApplyPatchST", attempt)
+    artifacts.ensure_sentinel(c, ctx["runId"], "ApplyPatchST", attempt, wrote=0)
     return _record_step(c, ctx, "ApplyPatchST", patched, attempt, started)
 
 
@@ -228,10 +227,13 @@ def decide_step(c: Conn, ctx: dict[str, Any], patched: dict[str, Any]) -> dict[s
     started = _now()
     attempt = _next_attempt(c, ctx, "DecideST")
     decision = planner.decide(context.settings(), ctx, patched, attempt)  # ledgered on its own
-    for i, patch in enumerate(decision["structured"]["patch"]):
-        art = Artifact("patch", f"{patch['path']}.patch", patch, sha256_hex(patch))
-        artifacts.put(c, ctx["runId"], "DecideST", i, art, attempt=attempt)
-    artifacts.ensure_sentinel(c, ctx["runId"], "DecideST", attempt)
+    patches = [
+        (i, Artifact("patch", f"{patch['path']}.patch", patch, sha256_hex(patch)))
+        for i, patch in enumerate(decision["structured"]["patch"])
+    ]
+    if patches:
+        artifacts.put_many(c, ctx["runId"], "DecideST", patches, attempt=attempt)
+    artifacts.ensure_sentinel(c, ctx["runId"], "DecideST", attempt, wrote=len(patches))
     return _record_step(c, ctx, "DecideST", decision, attempt, started)
 
 

@@ -69,23 +69,21 @@ SELECT DISTINCT ON (step_id) step_id, attempt, output
 FROM app.run_steps WHERE run_id = %(run_id)s
 ORDER BY step_id, attempt DESC
 
--- name: insert_artifact
--- One artifact per (run, step, task_key, idx, attempt); a repeat is a no-op (compared by the caller).
+-- name: insert_artifacts
+-- Artifacts of one step attempt (arrays by idx); one per (run, step, task_key, idx, attempt): a
+-- repeat is a no-op, and the slots it did not insert are compared by the caller.
 INSERT INTO app.artifacts (run_id, step_id, task_key, idx, attempt, kind, uri, inline, sha256)
-VALUES (%(run_id)s, %(step_id)s, %(task_key)s, %(idx)s, %(attempt)s, %(kind)s, %(uri)s, %(inline)s, %(sha256)s)
+SELECT %(run_id)s, %(step_id)s, %(task_key)s, a.idx, %(attempt)s, a.kind, a.uri, a.inline, a.sha256
+FROM unnest(%(idx)s::int[], %(kind)s::text[], %(uri)s::text[], %(inline)s::jsonb[], %(sha256)s::text[])
+     AS a(idx, kind, uri, inline, sha256)
 ON CONFLICT (run_id, step_id, task_key, idx, attempt) DO NOTHING
-RETURNING run_id
+RETURNING idx
 
 -- name: get_artifact_slot
 -- The artifact in one slot (for the divergence check on a repeated insert).
 SELECT uri, sha256 FROM app.artifacts
 WHERE run_id = %(run_id)s AND step_id = %(step_id)s AND task_key = %(task_key)s
   AND idx = %(idx)s AND attempt = %(attempt)s
-
--- name: count_step_artifacts
--- Artifacts a step attempt wrote (zero means the `none` sentinel is due).
-SELECT count(*) AS n FROM app.artifacts
-WHERE run_id = %(run_id)s AND step_id = %(step_id)s AND attempt = %(attempt)s
 
 -- name: insert_opencode_call
 -- The model-call ledger (committed on its own, before the step's checkpoint). One row per op_key: an
