@@ -383,20 +383,23 @@ def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[s
     key = task["taskKey"]
     seq = 0
 
-    def stream(topic: str, message: dict[str, Any]) -> None:
+    def write(c: Conn, topic: str, message: dict[str, Any]) -> None:
         # Fenced by a deterministic id: a re-run attempt does not duplicate its chunks.
+        c.execute(
+            Q["insert_notification"],
+            {
+                "message_uuid": f"{key}:{attempt}:{topic}:{message.get('seq')}",
+                "destination": key,
+                "topic": topic,
+                "message": canonical_json(message),
+                "now": clock.now_ms(),
+            },
+        )
+
+    def stream(topic: str, message: dict[str, Any]) -> None:
         try:
             with context.connection() as c:
-                c.execute(
-                    Q["insert_notification"],
-                    {
-                        "message_uuid": f"{key}:{attempt}:{topic}:{message.get('seq')}",
-                        "destination": key,
-                        "topic": topic,
-                        "message": canonical_json(message),
-                        "now": clock.now_ms(),
-                    },
-                )
+                write(c, topic, message)
         except Exception:  # best effort, as the original: a lost chunk never fails the task
             pass
 
@@ -420,34 +423,47 @@ def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[s
         result = provider.run(
             task, {"runId": run_id, "stepId": "ExecuteST"}, on_chunk, context.step_attempt()
         )
-    finally:
-        stream("stream_closed", {"seq": seq})
-    with context.connection(transaction=True) as c:
-        index_ref = artifacts.sandbox_set(c, run_id, key, attempt, result, provider.name)
-        response = {
-            **result,
-            "artifactIndexRef": index_ref,
-            "raw": {**(result.get("raw") or {}), "attempt": attempt},
-        }
-        inserted = c.execute(
-            Q["insert_sbx_run"],
-            {
-                **params,
-                "provider": provider.name,
-                "request": Jsonb(task),
-                "response": Jsonb(response),
-                "err_code": result["errCode"],
-                "metrics": Jsonb(result["metrics"]),
-            },
-        ).fetchone()
-        if inserted is None:
-            prior = c.execute(Q["get_sbx_run"], params).fetchone()
-            mine = (provider.name, task, response, result["errCode"])
-            if prior is not None and canonical_json(list(prior.values())) != canonical_json(list(mine)):
-                raise DeterminismViolationError(f"SbxRunConflictError: {run_id}/{key}/{attempt}")
+        with context.connection(transaction=True) as c:
+            # The stream's end commits with the attempt's record (no commit of its own).
+            write(c, "stream_closed", {"seq": seq})
+            response = _record_attempt(c, params, task, result, provider.name)
+    except BaseException:
+        stream("stream_closed", {"seq": seq})  # nothing of the attempt committed: close it alone
+        raise
     if result["errCode"] in sandbox.RETRYABLE_CODES:
         raise sandbox.SbxInfraError(f"SBX Infra Error [{result['errCode']}]: {result['stderr']}")
     return {**response, "attempt": attempt}
+
+
+def _record_attempt(
+    c: Conn, params: dict[str, Any], task: dict[str, Any], result: dict[str, Any], provider: str
+) -> dict[str, Any]:
+    """A sandbox attempt's artifacts and its app.sbx_runs row; the response it recorded. A repeat of
+    the same attempt must have recorded the same (DeterminismViolationError otherwise)."""
+    run_id, key, attempt = params["run_id"], params["task_key"], params["attempt"]
+    index_ref = artifacts.sandbox_set(c, run_id, key, attempt, result, provider)
+    response = {
+        **result,
+        "artifactIndexRef": index_ref,
+        "raw": {**(result.get("raw") or {}), "attempt": attempt},
+    }
+    inserted = c.execute(
+        Q["insert_sbx_run"],
+        {
+            **params,
+            "provider": provider,
+            "request": Jsonb(task),
+            "response": Jsonb(response),
+            "err_code": result["errCode"],
+            "metrics": Jsonb(result["metrics"]),
+        },
+    ).fetchone()
+    if inserted is None:
+        prior = c.execute(Q["get_sbx_run"], params).fetchone()
+        mine = (provider, task, response, result["errCode"])
+        if prior is not None and canonical_json(list(prior.values())) != canonical_json(list(mine)):
+            raise DeterminismViolationError(f"SbxRunConflictError: {run_id}/{key}/{attempt}")
+    return response
 
 
 @wf.step("IntentWorkflow.attemptBase")
