@@ -517,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         if mock is not None:
             push_answers(mock, args.tasks)
         settings = Settings.from_env(env)
+        taken = soak.broker_taken(settings)
+        if taken:
+            print(taken, file=sys.stderr)
+            return 2
         log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-sbxsoak-{args.soak}-"))
         log_dir.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(settings.database_url)

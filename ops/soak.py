@@ -26,6 +26,7 @@ import psycopg
 from kodo.config import Settings
 from kodo.db import migrate
 from kodo.db.pool import Conn, connect
+from kodo.dispatch import producer_app
 from ops import processes
 
 
@@ -120,6 +121,28 @@ def proof_env(
     return env
 
 
+def broker_taken(settings: Settings) -> str | None:
+    """Why a proof must not start on `settings`' broker, or None: Celery workers already consume it
+    (e.g. `mise run start`'s). A proof starts workers of an app version of its own; those of another
+    version would take its deliveries, drop them as no-ops and leave its runs to the republish window
+    (tens of seconds), and the proof would fail for a reason that is not kodo's."""
+    app = producer_app(settings)
+    try:
+        replies = app.control.ping(timeout=1.0) or []
+    except Exception:  # the broker does not answer: the proof's own start reports it
+        return None
+    finally:
+        app.close()
+    workers = sorted(name for reply in replies for name in reply)
+    if not workers:
+        return None
+    return (
+        f"workers already consume the broker {settings.broker_url} ({', '.join(workers)}): they would take "
+        "this proof's deliveries. Stop them (mise run stop) or give the proof a broker of its own "
+        "(KODO_BROKER_URL=redis://127.0.0.1:6379/<n>)"
+    )
+
+
 def plan_rounds(kind: str, choices: tuple[str, ...], rounds: int, seed: int) -> list[str]:
     """What each round does: `kind`, or for `random` a draw from `choices` seeded by `seed`."""
     if kind != "random":
@@ -152,6 +175,10 @@ def prepare(
             print(f"port {port} is in use; pick another with --port/--admin-port", file=sys.stderr)
             return None
     settings = Settings.from_env(env)
+    taken = broker_taken(settings)
+    if taken:
+        print(taken, file=sys.stderr)
+        return None
     log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-{prefix}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)

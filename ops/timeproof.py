@@ -387,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     tick_ms = str(args.tick_ms) if args.proof == "scheduler" else "0"  # the sleep proof runs no tick
     env = soak.proof_env(args, {"KODO_APP_VERSION": version, "KODO_SCHEDULE_TICK_MS": tick_ms})
     settings = Settings.from_env(env)
+    taken = soak.broker_taken(settings)
+    if taken:
+        print(taken, file=sys.stderr)
+        return 2
     log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-time-{args.proof}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)

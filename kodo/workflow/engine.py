@@ -130,11 +130,14 @@ class Engine:
         if claim is not None:
             return claim
         why = session.count_noop(workflow_id, version)
-        if why is None or not executor.is_local_and_dead(why.executor_id):
+        if why is None or why.app_version != version or not executor.is_local_and_dead(why.executor_id):
             log.info("no-op delivery of %s: %s", workflow_id, _noop_reason(why))
             return None
         # The holder was a process on this host that died (kill -9): take over now rather than
-        # after the lease runs out. The takeover counts a recovery attempt in the claim.
+        # after the lease runs out. The takeover counts a recovery attempt in the claim. Only a row
+        # of this version: another version's is not ours to claim, and expiring its lease here would
+        # stamp it published now, so its own reconcilers would ring it only a republish window later
+        # (count_noop marked it unpublished for them: they ring it on their next pass).
         assert why.executor_id is not None
         session.expire_lease(workflow_id, why.executor_id, why.epoch, now)
         return take()

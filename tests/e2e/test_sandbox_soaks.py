@@ -17,12 +17,14 @@ import re
 import shlex
 import subprocess
 import tomllib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from ops import processes
 from ops.sbxsoak import PARTITION
+from tests.support import procs
 from tests.support.intent import Sql
 
 TOTAL = 8  # sandbox:soak runs (100 at full size)
@@ -220,3 +222,16 @@ def test_fanout_soak_survives_the_sbx_worker_stopped_mid_fanout(sql: Sql, stop: 
     assert [(k["status"], k["queue_partition_key"]) for k in kids] == [("SUCCESS", PARTITION)] * TASKS
     recovered = sum(1 for k in kids if k["recovery_attempts"] > 0)
     assert recovered == int(summary["children_recovered"])
+
+
+def test_a_soak_refuses_a_broker_other_workers_consume(
+    start_worker: Callable[..., procs.WorkerProc],
+) -> None:
+    # Workers of another app version on the soak's broker would take its deliveries and drop them
+    # (no-ops), leaving its runs to the republish window: the soak refuses to start, naming them.
+    start_worker(name="squatter", queues="sbxQ", concurrency=1)
+    done = run_task("sandbox:fanout:soak", "--tasks", "3", "--kill-at", "1")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "workers already consume the broker" in done.stderr
+    assert "squatter@" in done.stderr
+    assert "Stop them (mise run stop)" in done.stderr

@@ -5,6 +5,8 @@ write a checkpoint, a product row or the outcome; a duplicate delivery is a coun
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +17,7 @@ from kodo.errors import Preempted
 from kodo.records import Checkpoint
 from kodo.runtime import Runtime
 from kodo.states import WorkflowStatus
-from kodo.workflow import context, serde
+from kodo.workflow import context, executor, serde
 from kodo.workflow.execution import Execution
 from tests.conftest import effects_of
 from tests.support import workflows as t
@@ -157,3 +159,35 @@ def test_duplicate_deliveries_of_a_running_then_finished_workflow_are_counted_no
     assert final["noop_deliveries"] == 3
     assert final["lease_epoch"] == 1
     assert effects_of(sql, wid) == {"e0": 1, "e1": 1, "e2": 1}
+
+
+def test_a_delivery_of_another_versions_row_leased_by_a_dead_local_process_takes_nothing_over(
+    rt: Runtime, sql: Sql, version: str
+) -> None:
+    # A worker of this version got the doorbell of another version's row whose holder (a process on
+    # this host) died: not ours to claim, so its lease is left for that version's reconcilers, and
+    # the row is marked unpublished for them (due on their next pass), not stamped published now.
+    wid = "foreign-dead-holder"
+    insert_unpublished(rt, t.four_steps, workflow_id=wid, app_version=version + "-other")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    until = clock.now_ms() + 60_000
+    sql(
+        "UPDATE dbos.workflow_status SET status = 'PENDING', executor_id = %(e)s, lease_epoch = 1,"
+        " lease_until_epoch_ms = %(u)s, published_at_epoch_ms = %(now)s WHERE workflow_uuid = %(w)s",
+        {"e": f"{executor.HOST}:{dead.pid}:dead", "u": until, "now": clock.now_ms(), "w": wid},
+    )
+    assert str(rt.engine.execute(wid)) == "noop"
+    [row] = sql(
+        "SELECT executor_id, lease_epoch, lease_until_epoch_ms, published_at_epoch_ms, recovery_attempts,"
+        " noop_deliveries FROM dbos.workflow_status WHERE workflow_uuid = %s",
+        (wid,),
+    )
+    assert row == {
+        "executor_id": f"{executor.HOST}:{dead.pid}:dead",
+        "lease_epoch": 1,
+        "lease_until_epoch_ms": until,
+        "published_at_epoch_ms": 0,
+        "recovery_attempts": 0,
+        "noop_deliveries": 1,
+    }
