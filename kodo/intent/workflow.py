@@ -427,8 +427,11 @@ def execute_task(task: dict[str, Any], run_id: str, attempt_base: int) -> dict[s
             # The stream's end commits with the attempt's record (no commit of its own).
             write(c, "stream_closed", {"seq": seq})
             response = _record_attempt(c, params, task, result, provider.name)
-    except BaseException:
-        stream("stream_closed", {"seq": seq})  # nothing of the attempt committed: close it alone
+    except Exception:
+        # The attempt failed and nothing of it committed: close its stream on its own. A worker
+        # shutting down (SystemExit) leaves it open: the delivery runs again as the same attempt and
+        # closes it then, once (a close here would be a second one, at another seq).
+        stream("stream_closed", {"seq": seq})
         raise
     if result["errCode"] in sandbox.RETRYABLE_CODES:
         raise sandbox.SbxInfraError(f"SBX Infra Error [{result['errCode']}]: {result['stderr']}")

@@ -198,6 +198,14 @@ def test_fanout_soak_survives_the_sbx_worker_stopped_mid_fanout(sql: Sql, stop: 
         )
         == []
     )
+    # Each task's output stream (one attempt each) was closed once, also those the stop interrupted.
+    closes = sql(
+        "SELECT n.destination_uuid, count(*) AS n FROM dbos.notifications n"
+        " WHERE n.topic = 'stream_closed' AND n.destination_uuid IN"
+        " (SELECT task_key FROM app.sbx_runs WHERE run_id = %s) GROUP BY 1",
+        (run_id,),
+    )
+    assert len(closes) == TASKS and {c["n"] for c in closes} == {1}, closes
     assert sql("SELECT seen_count FROM app.mock_receipts WHERE run_id = %s", (run_id,)) == [{"seen_count": 1}]
     assert (
         sql(
