@@ -516,11 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         env = soak_env(args, mock.url if mock else None)
         if mock is not None:
             push_answers(mock, args.tasks)
-        settings = Settings.from_env(env)
-        taken = soak.broker_taken(settings)
-        if taken:
-            print(taken, file=sys.stderr)
+        problem = soak.own_broker(env, say)
+        if problem:
+            print(problem, file=sys.stderr)
             return 2
+        settings = Settings.from_env(env)
         log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-sbxsoak-{args.soak}-"))
         log_dir.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(settings.database_url)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import psycopg
+import redis
 
 from kodo.config import Settings
 from kodo.db import migrate
@@ -121,25 +122,43 @@ def proof_env(
     return env
 
 
-def broker_taken(settings: Settings) -> str | None:
-    """Why a proof must not start on `settings`' broker, or None: Celery workers already consume it
-    (e.g. `mise run start`'s). A proof starts workers of an app version of its own; those of another
-    version would take its deliveries, drop them as no-ops and leave its runs to the republish window
-    (tens of seconds), and the proof would fail for a reason that is not kodo's."""
-    app = producer_app(settings)
+def _workers_on(broker_url: str) -> list[str]:
+    """The Celery workers consuming `broker_url` (those that answer a ping within a second)."""
+    app = producer_app(Settings.from_env({**os.environ, "KODO_BROKER_URL": broker_url}))
     try:
         replies = app.control.ping(timeout=1.0) or []
     except Exception:  # the broker does not answer: the proof's own start reports it
-        return None
+        return []
     finally:
         app.close()
-    workers = sorted(name for reply in replies for name in reply)
+    return sorted(name for reply in replies for name in reply)
+
+
+def own_broker(env: dict[str, str], say: Callable[[str], None]) -> str | None:
+    """Give the proof a broker no other worker consumes. A proof starts workers of an app version of
+    its own; workers already on its broker (e.g. `mise run start`'s, of another version) would take
+    its deliveries and drop them as no-ops, leaving its runs to the republish window. If they are
+    there, the proof moves to the first empty Redis db nobody consumes (`env` is updated and the
+    move said). Returns why it cannot run (no such db), or None."""
+    url = Settings.from_env(env).broker_url
+    workers = _workers_on(url)
     if not workers:
         return None
+    base, _, db = url.rpartition("/")
+    if url.startswith("redis://") and db.isdigit():
+        for n in range(16):
+            candidate = f"{base}/{n}"
+            if n == int(db) or redis.Redis.from_url(candidate).dbsize() or _workers_on(candidate):
+                continue
+            env["KODO_BROKER_URL"] = candidate
+            say(
+                f"workers already consume {url} ({', '.join(workers)}): this proof uses the empty {candidate}"
+            )
+            return None
     return (
-        f"workers already consume the broker {settings.broker_url} ({', '.join(workers)}): they would take "
-        "this proof's deliveries. Stop them (mise run stop) or give the proof a broker of its own "
-        "(KODO_BROKER_URL=redis://127.0.0.1:6379/<n>)"
+        f"workers already consume the broker {url} ({', '.join(workers)}) and no empty Redis db is free: "
+        "they would take this proof's deliveries. Stop them (mise run stop) or give the proof a broker "
+        "of its own (KODO_BROKER_URL=redis://127.0.0.1:6379/<n>)"
     )
 
 
@@ -160,7 +179,7 @@ class Prepared:
 
 def prepare(
     args: argparse.Namespace,
-    env: Mapping[str, str],
+    env: dict[str, str],
     *,
     prefix: str,
     version: str,
@@ -174,11 +193,11 @@ def prepare(
         if not processes.port_free(port):
             print(f"port {port} is in use; pick another with --port/--admin-port", file=sys.stderr)
             return None
-    settings = Settings.from_env(env)
-    taken = broker_taken(settings)
-    if taken:
-        print(taken, file=sys.stderr)
+    problem = own_broker(env, say)
+    if problem:
+        print(problem, file=sys.stderr)
         return None
+    settings = Settings.from_env(env)
     log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-{prefix}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)

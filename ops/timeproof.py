@@ -386,11 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     version = soak.stamp(f"time-{args.proof}")
     tick_ms = str(args.tick_ms) if args.proof == "scheduler" else "0"  # the sleep proof runs no tick
     env = soak.proof_env(args, {"KODO_APP_VERSION": version, "KODO_SCHEDULE_TICK_MS": tick_ms})
-    settings = Settings.from_env(env)
-    taken = soak.broker_taken(settings)
-    if taken:
-        print(taken, file=sys.stderr)
+    problem = soak.own_broker(env, say)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
+    settings = Settings.from_env(env)
     log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-time-{args.proof}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
