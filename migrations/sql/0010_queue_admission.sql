@@ -119,6 +119,26 @@ DROP TRIGGER IF EXISTS workflow_status_slot_gone ON dbos.workflow_status;
 CREATE TRIGGER workflow_status_slot_gone AFTER DELETE ON dbos.workflow_status
     FOR EACH ROW WHEN (OLD.admitted_at_epoch_ms IS NOT NULL) EXECUTE FUNCTION dbos.kodo_slot_delta();
 
+-- Under a queue's admission lock: fold the slot log (committed changes since the last admission)
+-- into dbos.queue_slots, and drop the rate buckets no window of the queue reaches any more (older
+-- than p_period, the queue's longest window, or a partition override's).
+CREATE OR REPLACE FUNCTION dbos.kodo_fold_counts(p_queue text, p_now bigint, p_period bigint)
+RETURNS void LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
+BEGIN
+    WITH d AS (
+        DELETE FROM dbos.queue_slot_deltas x WHERE x.queue_name = p_queue
+        RETURNING x.partition_key AS part, x.delta
+    )
+    INSERT INTO dbos.queue_slots AS s (queue_name, partition_key, held)
+    SELECT p_queue, d.part, sum(d.delta) FROM d GROUP BY d.part
+    ON CONFLICT (queue_name, partition_key) DO UPDATE SET held = s.held + excluded.held;
+    DELETE FROM dbos.queue_rate r
+    WHERE r.queue_name = p_queue AND r.bucket_ms + 100 <= p_now - greatest(p_period,
+        (SELECT coalesce(max(o.rate_period_ms), 0) FROM dbos.queue_partition_limits o
+         WHERE o.queue_name = p_queue));
+END
+$fn$;
+
 -- Admissions of queue p_queue (one partition, or all: p_part NULL) in the window of p_period
 -- ending at p_now (every 100 ms bucket it touches).
 -- (plpgsql, not sql: its plans are kept for the session instead of being made on every call)
@@ -219,18 +239,8 @@ BEGIN
 
     -- Fold the slot log (committed changes since the last admission) into the counters, and drop
     -- rate buckets no window of this queue reaches any more.
-    WITH d AS (
-        DELETE FROM dbos.queue_slot_deltas x WHERE x.queue_name = p_queue
-        RETURNING x.partition_key AS part, x.delta
-    )
-    INSERT INTO dbos.queue_slots AS s (queue_name, partition_key, held)
-    SELECT p_queue, d.part, sum(d.delta) FROM d GROUP BY d.part
-    ON CONFLICT (queue_name, partition_key) DO UPDATE SET held = s.held + excluded.held;
-    DELETE FROM dbos.queue_rate r
-    WHERE r.queue_name = p_queue AND r.bucket_ms + 100 <= p_now - greatest(
-        coalesce(lim.rate_period_ms, 0), coalesce(lim.partition_rate_period_ms, 0),
-        (SELECT coalesce(max(o.rate_period_ms), 0) FROM dbos.queue_partition_limits o
-         WHERE o.queue_name = p_queue));
+    PERFORM dbos.kodo_fold_counts(p_queue, p_now,
+                                  greatest(coalesce(lim.rate_period_ms, 0), coalesce(lim.partition_rate_period_ms, 0)));
 
     IF lim.concurrency IS NOT NULL THEN
         SELECT coalesce(sum(s.held), 0) INTO used FROM dbos.queue_slots s WHERE s.queue_name = p_queue;
@@ -437,18 +447,8 @@ BEGIN
                  AND w.status IN ('ENQUEUED', 'PENDING')) THEN
         RETURN false;  -- others wait: kodo_admit shares the budget among them
     END IF;
-    WITH d AS (
-        DELETE FROM dbos.queue_slot_deltas x WHERE x.queue_name = p_queue
-        RETURNING x.partition_key AS part, x.delta
-    )
-    INSERT INTO dbos.queue_slots AS s (queue_name, partition_key, held)
-    SELECT p_queue, d.part, sum(d.delta) FROM d GROUP BY d.part
-    ON CONFLICT (queue_name, partition_key) DO UPDATE SET held = s.held + excluded.held;
-    DELETE FROM dbos.queue_rate r
-    WHERE r.queue_name = p_queue AND r.bucket_ms + 100 <= p_now - greatest(
-        coalesce(lim.rate_period_ms, 0), coalesce(lim.partition_rate_period_ms, 0),
-        (SELECT coalesce(max(x.rate_period_ms), 0) FROM dbos.queue_partition_limits x
-         WHERE x.queue_name = p_queue));
+    PERFORM dbos.kodo_fold_counts(p_queue, p_now,
+                                  greatest(coalesce(lim.rate_period_ms, 0), coalesce(lim.partition_rate_period_ms, 0)));
     IF lim.concurrency IS NOT NULL AND lim.concurrency <= (
             SELECT coalesce(sum(s.held), 0) FROM dbos.queue_slots s WHERE s.queue_name = p_queue) THEN
         RETURN false;
