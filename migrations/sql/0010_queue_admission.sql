@@ -122,8 +122,9 @@ CREATE TRIGGER workflow_status_slot_gone AFTER DELETE ON dbos.workflow_status
 -- Under a queue's admission lock: fold the slot log (committed changes since the last admission)
 -- into dbos.queue_slots, and drop the rate buckets no window of the queue reaches any more (older
 -- than p_period, the queue's longest window, or a partition override's).
+-- (No SET clause of its own: a call would save and restore the setting; its callers' applies.)
 CREATE OR REPLACE FUNCTION dbos.kodo_fold_counts(p_queue text, p_now bigint, p_period bigint)
-RETURNS void LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
+RETURNS void LANGUAGE plpgsql VOLATILE AS $fn$
 BEGIN
     WITH d AS (
         DELETE FROM dbos.queue_slot_deltas x WHERE x.queue_name = p_queue
