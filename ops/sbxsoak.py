@@ -409,6 +409,11 @@ def wait_kill_point(s: Soak, run_id: str, workflow_id: str, out: Outcome) -> str
         # only when the worker holds at least one of those (one attempt per task in these soaks).
         sleeping = held - max(0, done - statuses.count("SUCCESS"))
         if s.args.chaos_sleep_ms and sleeping < 1:
+            if done >= s.args.tasks:
+                raise RuntimeError(
+                    f"all {done} sandbox runs were recorded before the worker was seen holding a sleeping "
+                    "task (use more --tasks than the sbx worker has slots)"
+                )
             return False
         by_status = " ".join(f"{st}={statuses.count(st)}" for st in sorted(set(statuses)))
         at_kill = (

@@ -239,7 +239,17 @@ def test_a_soak_beside_other_workers_on_its_broker_moves_to_an_empty_one(
     # deliveries and drop them as no-ops: the soak moves to an empty Redis db nobody consumes, says
     # so, and passes.
     start_worker(name="squatter", queues="sbxQ", concurrency=1)
-    out, summary = run_soak("sandbox:fanout:soak", "--tasks", "4", "--kill-at", "1", "--stop", "kill")
+    out, summary = run_soak(
+        "sandbox:fanout:soak",
+        "--tasks",
+        "8",
+        "--kill-at",
+        "1",
+        "--stop",
+        "kill",
+        "--chaos-sleep-ms",
+        str(CHAOS_SLEEP_MS),
+    )  # fmt: skip  (more tasks than the sbx worker's 4 slots: a held task is still asleep at the stop)
     moved = re.search(r"workers already consume (\S+) \(([^)]*)\): this proof uses the empty (\S+)", out)
     assert moved is not None, out
     assert moved.group(1) == os.environ["KODO_BROKER_URL"] and "squatter@" in moved.group(2), out
