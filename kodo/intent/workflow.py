@@ -83,10 +83,11 @@ def _update(
     retry_inc: bool = False,
     **fields: str | None,
 ) -> None:
-    """The "ops" update of the run row, plus a `status` event when the status is written.
-
-    `error` and `next_action` are written only when given (None clears them).
-    """
+    """The "ops" update of the run row, with a `status` event when the status is written (one
+    statement). `error` and `next_action` are written only when given (None clears them)."""
+    event = _NO_EVENT
+    if status is not None:
+        event = _event(ctx["workflowId"], STATUS_TOPIC, {"status": _STATUS_EVENT.get(status, status)})
     c.execute(
         Q["run_update"],
         {
@@ -98,28 +99,33 @@ def _update(
             "set_next_action": "next_action" in fields,
             "next_action": fields.get("next_action"),
             "retry_inc": retry_inc,
+            "emit": status is not None,
+            **event,
         },
     )
-    if status is not None:
-        _emit(c, ctx["workflowId"], _STATUS_EVENT.get(status, status))
 
 
 def _emit(c: Conn, workflow_id: str, status: str) -> None:
     _notify(c, workflow_id, STATUS_TOPIC, {"status": status})
 
 
+def _event(workflow_id: str, topic: str, message: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a notification to the run's workflow (insert_notification's; the runbooks
+    and the run stream read them)."""
+    return {
+        "message_uuid": str(uuid.uuid4()),
+        "destination": workflow_id,
+        "topic": topic,
+        "message": canonical_json(message),
+        "now": clock.now_ms(),
+    }
+
+
+_NO_EVENT: dict[str, Any] = dict.fromkeys(("message_uuid", "destination", "topic", "message", "now"))
+
+
 def _notify(c: Conn, workflow_id: str, topic: str, message: dict[str, Any]) -> None:
-    """A notification to the run's workflow (the runbooks and the run stream read them)."""
-    c.execute(
-        Q["insert_notification"],
-        {
-            "message_uuid": str(uuid.uuid4()),
-            "destination": workflow_id,
-            "topic": topic,
-            "message": canonical_json(message),
-            "now": clock.now_ms(),
-        },
-    )
+    c.execute(Q["insert_notification"], _event(workflow_id, topic, message))
 
 
 def iso_ms(ts: datetime) -> str:
@@ -140,12 +146,15 @@ def _next_attempt(c: Conn, ctx: dict[str, Any], step_id: str) -> int:
 def _record_step(
     c: Conn, ctx: dict[str, Any], step_id: str, output: dict[str, Any], attempt: int, started: datetime
 ) -> dict[str, Any]:
-    """The run_steps row of a product step attempt (output carries `attempt`), then `lastStep`."""
+    """The run_steps row of a product step attempt (output carries `attempt`), the run's `lastStep`
+    and the run stream's `step` event, in one statement."""
     full = {**output, "attempt": attempt}
     key = {"run_id": ctx["runId"], "step_id": step_id, "attempt": attempt}
     finished = _now()
+    step = {"stepId": step_id, "attempt": attempt, "phase": PHASES[step_id]}
+    times = {"startedAt": iso_ms(started), "finishedAt": iso_ms(finished)}
     row = c.execute(
-        Q["insert_run_step"],
+        Q["record_run_step"],
         {
             **key,
             "phase": PHASES[step_id],
@@ -153,17 +162,13 @@ def _record_step(
             **context.trace_ids()._asdict(),  # the step span's ids when tracing is on
             "started_at": started,
             "finished_at": finished,
+            **_event(ctx["workflowId"], STEP_TOPIC, {**step, **times}),
         },
     ).fetchone()
-    if row is not None:  # the run stream's `step` event, committed with the row
-        step = {"stepId": step_id, "attempt": attempt, "phase": PHASES[step_id]}
-        times = {"startedAt": iso_ms(started), "finishedAt": iso_ms(finished)}
-        _notify(c, ctx["workflowId"], STEP_TOPIC, {**step, **times})
-    else:
+    if row is None or not row["inserted"]:
         prior = c.execute(Q["get_run_step"], key).fetchone()
         if prior is not None and canonical_json(prior["output"]) != canonical_json(full):
             raise DeterminismViolationError(f"Determinism violation in {ctx['runId']}:{step_id}:{attempt}")
-    _update(c, ctx, last_step=step_id)
     return output
 
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from kodo.intent import HUMAN_EVENT_TOPIC, STEPS, TASK_WORKFLOW
+import pytest
+
+from kodo.intent import HUMAN_EVENT_TOPIC, STEP_TOPIC, STEPS, TASK_WORKFLOW
 from kodo.intent.artifacts import NONE_SHA256
+from kodo.intent.workflow import DeterminismViolationError, _record_step
 from kodo.runtime import Runtime
 from tests.support import procs
 from tests.support.helpers import poll
@@ -411,3 +416,40 @@ def test_a_sandbox_attempt_recorded_before_a_crash_is_not_run_again(
     assert sql("SELECT count(*) AS n FROM app.sbx_runs WHERE task_key = 'k-recorded'", ())[0]["n"] == 1
     chunks = "SELECT count(*) AS n FROM dbos.notifications WHERE destination_uuid = 'k-recorded'"
     assert sql(chunks, ())[0]["n"] == 0  # the sandbox did not run: nothing streamed
+
+
+def test_a_step_record_writes_its_row_last_step_and_event_once_and_a_diverging_repeat_is_refused(
+    rt: Runtime, sql: Sql
+) -> None:
+    # _record_step is one statement (row, lastStep, `step` event): a repeat of the same attempt
+    # writes nothing more, and a repeat with other content is a determinism violation.
+    intent_id, run_id = f"it_{uuid.uuid4().hex[:16]}", f"run_{uuid.uuid4().hex[:16]}"
+    sql("INSERT INTO app.intents (id, goal, payload) VALUES (%s, 'g', '{}')", (intent_id,))
+    sql(  # the run's workflow row (no worker serves this version: it only receives the events)
+        "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, queue_name, application_version,"
+        " inputs) VALUES (%s, 'PENDING', 'IntentWorkflow.run', 'intentQ', 'no-worker', '[]')",
+        (intent_id,),
+    )
+    sql(
+        "INSERT INTO app.runs (id, intent_id, workflow_id, status) VALUES (%s, %s, %s, 'running')",
+        (run_id, intent_id, intent_id),
+    )
+    ctx = {"runId": run_id, "workflowId": intent_id}
+    started = datetime.now(UTC)
+    with rt.db.tx() as c:
+        assert _record_step(c, ctx, "CompileST", {"plan": 1}, 1, started) == {"plan": 1}
+    with rt.db.tx() as c:
+        _record_step(c, ctx, "CompileST", {"plan": 1}, 1, started)  # the same attempt again
+    with pytest.raises(DeterminismViolationError), rt.db.tx() as c:
+        _record_step(c, ctx, "CompileST", {"plan": 2}, 1, started)
+    assert [(s["step_id"], s["attempt"], s["output"]) for s in _steps(sql, run_id)] == [
+        ("CompileST", 1, {"plan": 1, "attempt": 1})
+    ]
+    assert run_row(sql, run_id)["last_step"] == "CompileST"
+    events = sql(
+        "SELECT message FROM dbos.notifications WHERE destination_uuid = %s AND topic = %s",
+        (intent_id, STEP_TOPIC),
+    )
+    assert len(events) == 1, events
+    event = json.loads(events[0]["message"])
+    assert (event["stepId"], event["attempt"], event["phase"]) == ("CompileST", 1, "compilation")

@@ -13,24 +13,31 @@ WHERE r.workflow_id = %(workflow_id)s
 SELECT workflow_id FROM app.runs WHERE id = %(run_id)s
 
 -- name: run_update
--- The "ops" update of one run. A terminal status is never replaced by a non-terminal one, except
--- `repairing` written together with a retry_count increment (contract-api §7.2); `canceled` (written
--- in the cancelling transaction) is not replaced even by a step that was already running.
-UPDATE app.runs SET
-    status = CASE
-        WHEN %(status)s::text IS NULL THEN status
-        WHEN status = 'canceled' AND NOT %(retry_inc)s THEN status
-        WHEN status IN ('succeeded', 'failed', 'canceled', 'retries_exceeded')
-             AND %(status)s::text NOT IN ('succeeded', 'failed', 'canceled', 'retries_exceeded')
-             AND NOT %(retry_inc)s THEN status
-        ELSE %(status)s::text END,
-    last_step = COALESCE(%(last_step)s::text, last_step),
-    error = CASE WHEN %(set_error)s THEN %(error)s::text ELSE error END,
-    next_action = CASE WHEN %(set_next_action)s THEN %(next_action)s::text ELSE next_action END,
-    retry_count = retry_count + CASE WHEN %(retry_inc)s THEN 1 ELSE 0 END,
-    updated_at = now()
-WHERE id = %(run_id)s
-RETURNING status, retry_count
+-- The "ops" update of one run, and its `status` event when `emit` (the message's parameters as
+-- insert_notification's) in the same statement. A terminal status is never replaced by a
+-- non-terminal one, except `repairing` written together with a retry_count increment (contract-api
+-- §7.2); `canceled` (written in the cancelling transaction) is not replaced even by a step that was
+-- already running.
+WITH run AS (
+    UPDATE app.runs SET
+        status = CASE
+            WHEN %(status)s::text IS NULL THEN status
+            WHEN status = 'canceled' AND NOT %(retry_inc)s THEN status
+            WHEN status IN ('succeeded', 'failed', 'canceled', 'retries_exceeded')
+                 AND %(status)s::text NOT IN ('succeeded', 'failed', 'canceled', 'retries_exceeded')
+                 AND NOT %(retry_inc)s THEN status
+            ELSE %(status)s::text END,
+        last_step = COALESCE(%(last_step)s::text, last_step),
+        error = CASE WHEN %(set_error)s THEN %(error)s::text ELSE error END,
+        next_action = CASE WHEN %(set_next_action)s THEN %(next_action)s::text ELSE next_action END,
+        retry_count = retry_count + CASE WHEN %(retry_inc)s THEN 1 ELSE 0 END,
+        updated_at = now()
+    WHERE id = %(run_id)s
+    RETURNING id
+)
+INSERT INTO dbos.notifications (message_uuid, destination_uuid, topic, message, created_at_epoch_ms)
+SELECT %(message_uuid)s, %(destination)s, %(topic)s, %(message)s, %(now)s WHERE %(emit)s
+ON CONFLICT (message_uuid) DO NOTHING
 
 -- name: lock_run
 -- Lock one run row. The plan gate takes it before reading the approval; approve-plan takes it before
@@ -44,13 +51,23 @@ SELECT status FROM app.runs WHERE id = %(run_id)s FOR UPDATE
 -- the transaction that held the lock (a subquery in the locking statement would not).
 SELECT EXISTS (SELECT 1 FROM app.plan_approvals WHERE run_id = %(run_id)s) AS approved
 
--- name: insert_run_step
--- One row per (run, step, attempt); a repeat with the same key is a no-op (compared by the caller).
-INSERT INTO app.run_steps (run_id, step_id, phase, output, trace_id, span_id, started_at, finished_at, attempt)
-VALUES (%(run_id)s, %(step_id)s, %(phase)s, %(output)s, %(trace_id)s, %(span_id)s,
-        %(started_at)s, %(finished_at)s, %(attempt)s)
-ON CONFLICT (run_id, step_id, attempt) DO NOTHING
-RETURNING run_id
+-- name: record_run_step
+-- One row per (run, step, attempt), with the run's lastStep and the run stream's `step` event (the
+-- message's parameters as insert_notification's) in the same statement; a repeat with the same key
+-- inserts no row and no event (`inserted` 0: the caller compares the recorded row).
+WITH step AS (
+    INSERT INTO app.run_steps (run_id, step_id, phase, output, trace_id, span_id, started_at, finished_at, attempt)
+    VALUES (%(run_id)s, %(step_id)s, %(phase)s, %(output)s, %(trace_id)s, %(span_id)s,
+            %(started_at)s, %(finished_at)s, %(attempt)s)
+    ON CONFLICT (run_id, step_id, attempt) DO NOTHING
+    RETURNING run_id
+), run AS (
+    UPDATE app.runs SET last_step = %(step_id)s, updated_at = now() WHERE id = %(run_id)s
+), event AS (
+    INSERT INTO dbos.notifications (message_uuid, destination_uuid, topic, message, created_at_epoch_ms)
+    SELECT %(message_uuid)s, %(destination)s, %(topic)s, %(message)s, %(now)s FROM step
+)
+SELECT count(*) AS inserted FROM step
 
 -- name: get_run_step
 -- One recorded step attempt (for the determinism check on a repeated insert).
