@@ -63,12 +63,13 @@ def _run_links(run_id: str, workflow_id: str) -> dict[str, Link]:
     }
 
 
-def _start(intent_id: str, req: RunRequest) -> Row:
-    """The shared tail of both starts: intent exists → queue policy → idempotent start."""
+def _start(intent_id: str, req: RunRequest, *, found: bool = False) -> Row:
+    """The shared tail of both starts: intent exists (unless the route `found` it already) → queue
+    policy and idempotent start, in one transaction."""
     svc = service()
-    if svc.find_intent(intent_id) is None:
+    if not found and svc.find_intent(intent_id) is None:
         raise NotFoundError(f"Intent not found: {intent_id}")
-    return svc.start_run(intent_id, req, svc.queue_policy(req))
+    return svc.start_run(intent_id, req)
 
 
 # ---- legacy ---------------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ def start_legacy(intent_id: str) -> Response:
     # The intent is looked up before the body is read: a missing intent with a bad body is a 404.
     if service().find_intent(intent_id) is None:
         raise NotFoundError("intent not found")
-    run = _start(intent_id, body_of(RunRequest))
+    run = _start(intent_id, body_of(RunRequest), found=True)
     return json_response({"runId": run["id"], "workflowId": run["workflow_id"]}, 202)
 
 

@@ -107,19 +107,16 @@ class IntentService:
             raise NotFoundError("run not found")
         return run
 
-    def queue_policy(self, req: RunRequest) -> QueuePolicy:
-        """The queue policy of a parent start (QueuePolicyError when it fails)."""
-        with self.db.conn() as c:
-            return resolve_policy(c, req, partition_law=self.settings.sbx_queue_partition)
-
     def run_policy_schema(self) -> dict[str, Any]:
         """The queue policy as a JSON Schema over RunRequest (the document's part of it)."""
         with self.db.conn() as c:
             recipes = list_recipes(c)
         return policy_schema(recipes, partition_law=self.settings.sbx_queue_partition)
 
-    def start_run(self, intent_id: str, req: RunRequest, policy: QueuePolicy) -> Row:
-        """Idempotent start (contract-api §6.2): the run row and its workflow row commit together.
+    def start_run(self, intent_id: str, req: RunRequest) -> Row:
+        """Idempotent start (contract-api §6.2): the queue policy is resolved (QueuePolicyError when
+        it fails, before anything is written) and the run row and its workflow row commit together,
+        in one transaction.
 
         A repeat start returns the existing row and enqueues nothing: its workflow was committed
         with it. If instead its enqueue failed (the row says `failed`, and no workflow exists: a
@@ -129,6 +126,7 @@ class IntentService:
         started: Started | None = None
         failure: Exception | None = None
         with self.db.tx() as c:
+            policy = resolve_policy(c, req, partition_law=self.settings.sbx_queue_partition)
             run, created = self._insert_run(c, intent_id, req, policy)
             if not created:
                 if run["intent_id"] != intent_id:
