@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -153,11 +154,11 @@ class Call:
     model: type[BaseModel]
     producer: Callable[[], dict[str, Any]]
 
-    @property
+    @cached_property  # computed once a call (the ledger's read and its row both use them)
     def schema_hash(self) -> str:
         return sha256_hex(json.dumps(self.schema, separators=(",", ":"), ensure_ascii=False))
 
-    @property
+    @cached_property
     def op_key(self) -> str:
         parts = (self.run_id, self.step_id, self.attempt, self.schema_hash, sha256_hex(self.prompt))
         return sha256_hex(":".join(str(p) for p in parts))
