@@ -73,6 +73,7 @@ class Claim:
     recovery_attempts: int
     recorded: list[Recorded] = field(default_factory=list)
     queue: str = ""
+    retried: bool = True  # whether any step attempt of the run is recorded (False: none to read)
 
 
 @dataclass(frozen=True)

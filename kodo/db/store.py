@@ -103,6 +103,7 @@ class PgSession:
             recovery_attempts=int(row["recovery_attempts"]),
             recorded=[Recorded(**r) for r in _json_list(row["recorded"])],
             queue=row["queue_name"],
+            retried=bool(row["retried"]),
         )
 
     def count_noop(self, workflow_id: str, app_version: str) -> NoopReason | None:

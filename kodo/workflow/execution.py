@@ -69,6 +69,7 @@ class Execution:
         self.queue = claim.queue
         self.inputs = claim.inputs
         self.recorded = {r.function_id: r for r in claim.recorded}
+        self.retried = claim.retried  # step attempts recorded before this delivery (none: no read)
         self._next_id = 0
         self.step_attempt = 0
         # The status this run last read from its own row (the claim just set PENDING). Every
@@ -258,7 +259,10 @@ class Execution:
         def body(op: Op) -> Any:
             fid = op.function_id
             # A retrying step's failed attempts (recorded before each backoff): numbering goes on.
-            failed = self.session.step_attempts(self.workflow_id, fid) if retry is not None else []
+            # An attempt is recorded only as its delivery parks, so the claim's `retried` holds for
+            # the whole delivery.
+            read = retry is not None and self.retried
+            failed = self.session.step_attempts(self.workflow_id, fid) if read else []
             attempt = len(failed) + 1
             now = clock.now_ms()
             if failed and retry is not None:

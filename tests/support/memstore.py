@@ -297,6 +297,7 @@ class MemorySession:
             recovery_attempts=row["recovery_attempts"],
             recorded=recorded,
             queue=row["queue_name"],
+            retried=any(wid == workflow_id for wid, _, _ in self._s.attempts),
         )
 
     @_statement

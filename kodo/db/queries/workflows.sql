@@ -20,7 +20,8 @@ SELECT workflow_uuid, status, name, queue_name, queue_partition_key, priority, a
 FROM dbos.workflow_status WHERE workflow_uuid = %(workflow_uuid)s
 
 -- name: claim_workflow
--- Take the fenced lease (bump lease_epoch) and load the recorded outputs in one round trip.
+-- Take the fenced lease (bump lease_epoch) and load the recorded outputs in one round trip, with
+-- whether any failed step attempt is recorded (a retrying step reads them only then).
 -- A takeover of an expired lease counts a recovery attempt; past the maximum the row becomes
 -- MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of being claimed.
 -- Reading outputs in the same statement is safe: every write to operation_outputs also updates this
@@ -66,7 +67,8 @@ SELECT c.*,
                    'function_id', o.function_id, 'function_name', o.function_name,
                    'output', o.output, 'error', o.error, 'child_workflow_id', o.child_workflow_id)),
                 '[]'::json)
-        FROM dbos.operation_outputs o WHERE o.workflow_uuid = c.workflow_uuid) AS recorded
+        FROM dbos.operation_outputs o WHERE o.workflow_uuid = c.workflow_uuid) AS recorded,
+       EXISTS (SELECT 1 FROM dbos.step_attempts a WHERE a.workflow_uuid = c.workflow_uuid) AS retried
 FROM claimed c
 
 -- name: count_noop_delivery
