@@ -134,12 +134,26 @@ def _workers_on(broker_url: str) -> list[str]:
     return sorted(name for reply in replies for name in reply)
 
 
+def _holds_messages(broker_url: str) -> bool:
+    """Whether a Redis db holds a message: a non-empty list (a queue) or a delivery not acked. Keys
+    kombu leaves behind (queue bindings, an empty unacked index) are no message."""
+    client = redis.Redis.from_url(broker_url)
+    try:
+        if client.hlen("unacked"):
+            return True
+        lists = (key for key in client.scan_iter(count=500) if client.execute_command("TYPE", key) == b"list")
+        return any(client.llen(key) for key in lists)
+    finally:
+        client.close()
+
+
 def own_broker(env: dict[str, str], say: Callable[[str], None]) -> str | None:
     """Give the proof a broker no other worker consumes. A proof starts workers of an app version of
     its own; workers already on its broker (e.g. `mise run start`'s, of another version) would take
     its deliveries and drop them as no-ops, leaving its runs to the republish window. If they are
-    there, the proof moves to the first empty Redis db nobody consumes (`env` is updated and the
-    move said). Returns why it cannot run (no such db), or None."""
+    there, the proof moves to the first idle Redis db: one nobody consumes that holds no message
+    (what earlier runs left there, kombu's bindings, is no message). `env` is updated and the move
+    said. Returns why it cannot run (no such db), or None."""
     url = Settings.from_env(env).broker_url
     workers = _workers_on(url)
     if not workers:
@@ -148,15 +162,13 @@ def own_broker(env: dict[str, str], say: Callable[[str], None]) -> str | None:
     if url.startswith("redis://") and db.isdigit():
         for n in range(16):
             candidate = f"{base}/{n}"
-            if n == int(db) or redis.Redis.from_url(candidate).dbsize() or _workers_on(candidate):
+            if n == int(db) or _holds_messages(candidate) or _workers_on(candidate):
                 continue
             env["KODO_BROKER_URL"] = candidate
-            say(
-                f"workers already consume {url} ({', '.join(workers)}): this proof uses the empty {candidate}"
-            )
+            say(f"workers already consume {url} ({', '.join(workers)}): this proof uses the idle {candidate}")
             return None
     return (
-        f"workers already consume the broker {url} ({', '.join(workers)}) and no empty Redis db is free: "
+        f"workers already consume the broker {url} ({', '.join(workers)}) and no idle Redis db (no consumer, no message) is free: "
         "they would take this proof's deliveries. Stop them (mise run stop) or give the proof a broker "
         "of its own (KODO_BROKER_URL=redis://127.0.0.1:6379/<n>)"
     )

@@ -232,11 +232,11 @@ def test_fanout_soak_survives_the_sbx_worker_stopped_mid_fanout(sql: Sql, stop: 
     assert recovered == int(summary["children_recovered"])
 
 
-def test_a_soak_beside_other_workers_on_its_broker_moves_to_an_empty_one(
+def test_a_soak_beside_other_workers_on_its_broker_moves_to_an_idle_one(
     start_worker: Callable[..., procs.WorkerProc],
 ) -> None:
     # Workers of another app version on the soak's broker (a running `mise run start`) would take its
-    # deliveries and drop them as no-ops: the soak moves to an empty Redis db nobody consumes, says
+    # deliveries and drop them as no-ops: the soak moves to an idle Redis db (no consumer, no message), says
     # so, and passes.
     start_worker(name="squatter", queues="sbxQ", concurrency=1)
     out, summary = run_soak(
@@ -250,7 +250,7 @@ def test_a_soak_beside_other_workers_on_its_broker_moves_to_an_empty_one(
         "--chaos-sleep-ms",
         str(CHAOS_SLEEP_MS),
     )  # fmt: skip  (more tasks than the sbx worker's 4 slots: a held task is still asleep at the stop)
-    moved = re.search(r"workers already consume (\S+) \(([^)]*)\): this proof uses the empty (\S+)", out)
+    moved = re.search(r"workers already consume (\S+) \(([^)]*)\): this proof uses the idle (\S+)", out)
     assert moved is not None, out
     assert moved.group(1) == os.environ["KODO_BROKER_URL"] and "squatter@" in moved.group(2), out
     assert moved.group(3) != moved.group(1), out
