@@ -44,6 +44,8 @@ START_S = 90.0
 RESTART_S = 30.0  # kill -9 to "ready." of the new worker, with room for a loaded 2-core machine
 CONVERGE_S = 5.0  # every run succeeded within this of the restarted worker's "ready."
 SUBMIT_EVERY_S = 0.3
+CHAOS_SLEEP_MS = 500  # each sandbox task sleeps this long first (CHAOS_SLEEP_EXECUTE)
+FRESH_CLAIM_MS = 100  # a busy task is killed only if claimed this recently: 400 ms of its sleep left
 
 
 def program_pids(root: int) -> dict[str, int]:
@@ -218,12 +220,16 @@ def wait_succeeded(system: LiveSystem, runs: list[str], deadline: float) -> list
         time.sleep(0.05)
 
 
-def running_on(system: LiveSystem, queue: str) -> list[str]:
-    """Workflows of this system's version that a worker of `queue` runs right now (a live lease)."""
+def running_on(system: LiveSystem, queue: str, claimed_within_ms: int) -> list[str]:
+    """Workflows of this system's version that a worker of `queue` runs right now (a live lease),
+    claimed at most `claimed_within_ms` ago: a sandbox task writes its row again only after its
+    CHAOS_SLEEP_EXECUTE sleep, so such a task is still asleep for the rest of it. One found later in
+    its sleep could end before the kill lands, and nothing would be taken over."""
     rows = system.sql(
         "SELECT workflow_uuid FROM dbos.workflow_status WHERE application_version = %s AND queue_name = %s"
-        " AND status = 'PENDING' AND lease_until_epoch_ms > extract(epoch FROM clock_timestamp()) * 1000",
-        (system.version, queue),
+        " AND status = 'PENDING' AND lease_until_epoch_ms > extract(epoch FROM clock_timestamp()) * 1000"
+        " AND updated_at >= extract(epoch FROM clock_timestamp()) * 1000 - %s",
+        (system.version, queue, claimed_within_ms),
     )
     return [r["workflow_uuid"] for r in rows]
 
@@ -237,7 +243,7 @@ def restart_under_load(stack: Stack, load: Load, name: str, busy_queue: str | No
     if busy_queue is not None:
 
         def working() -> bool:
-            busy[:] = running_on(system, busy_queue)
+            busy[:] = running_on(system, busy_queue, FRESH_CLAIM_MS)
             return bool(busy)
 
         processes.wait_until(f"work on {busy_queue}", working, 15)
@@ -262,7 +268,9 @@ def restart_under_load(stack: Stack, load: Load, name: str, busy_queue: str | No
 @pytest.mark.timeout(150)
 def test_a_killed_worker_is_restarted_and_nothing_else_moves(tmp_path: Path) -> None:
     # Each sandbox task sleeps 0.5 s (CHAOS_SLEEP_EXECUTE), so the sbx worker is killed in the middle of one.
-    system = LiveSystem(tmp_path / "logs", f"sup-{uuid.uuid4().hex[:6]}", {"CHAOS_SLEEP_EXECUTE": "500"})
+    system = LiveSystem(
+        tmp_path / "logs", f"sup-{uuid.uuid4().hex[:6]}", {"CHAOS_SLEEP_EXECUTE": str(CHAOS_SLEEP_MS)}
+    )
     stack = Stack(tmp_path, system)
     load = Load(system.base, system.version)
     try:
