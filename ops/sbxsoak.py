@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,7 +71,6 @@ from pathlib import Path
 from typing import Any
 
 from kodo.config import Settings
-from kodo.db import migrate
 from ops import ocmock, processes, sbxperf, soak
 from ops.http_client import http_json, poll_json
 from ops.intentchaos import executor_pid
@@ -521,14 +519,10 @@ def main(argv: list[str] | None = None) -> int:
         env = soak_env(args, mock.url if mock else None)
         if mock is not None:
             push_answers(mock, args.tasks)
-        problem = soak.own_broker(env, say)
-        if problem:
-            print(problem, file=sys.stderr)
+        ready = soak.setup(env, args.log_dir, f"sbxsoak-{args.soak}", say)
+        if ready is None:
             return 2
-        settings = Settings.from_env(env)
-        log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-sbxsoak-{args.soak}-"))
-        log_dir.mkdir(parents=True, exist_ok=True)
-        migrate.upgrade(settings.database_url)
+        settings, log_dir = ready
         size = (
             f"total={args.total}" if args.soak == "parallel" else f"tasks={args.tasks} kill_at={args.kill_at}"
         )

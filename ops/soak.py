@@ -174,6 +174,23 @@ def own_broker(env: dict[str, str], say: Callable[[str], None]) -> str | None:
     )
 
 
+def setup(
+    env: dict[str, str], log_dir: Path | None, prefix: str, say: Callable[[str], None]
+) -> tuple[Settings, Path] | None:
+    """What every proof does before it starts its processes: a broker of its own (`own_broker`), its
+    log dir (`log_dir`, or a new one named after `prefix`) and the migrations. None (after printing
+    why) when no broker is free."""
+    problem = own_broker(env, say)
+    if problem:
+        print(problem, file=sys.stderr)
+        return None
+    settings = Settings.from_env(env)
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-{prefix}-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
+    return settings, log_dir
+
+
 def plan_rounds(kind: str, choices: tuple[str, ...], rounds: int, seed: int) -> list[str]:
     """What each round does: `kind`, or for `random` a draw from `choices` seeded by `seed`."""
     if kind != "random":
@@ -205,14 +222,10 @@ def prepare(
         if not processes.port_free(port):
             print(f"port {port} is in use; pick another with --port/--admin-port", file=sys.stderr)
             return None
-    problem = own_broker(env, say)
-    if problem:
-        print(problem, file=sys.stderr)
+    ready = setup(env, args.log_dir, prefix, say)
+    if ready is None:
         return None
-    settings = Settings.from_env(env)
-    log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-{prefix}-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.database_url)
+    settings, log_dir = ready
     label, value, plan_of = kind
     seed = int(args.seed) if args.seed is not None else int(time.time()) % 100_000
     say(

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from kodo.config import Settings
-from kodo.db import migrate
 from kodo.intent.timewf import TICK_WORKFLOW
 from ops import processes, soak
 from ops.http_client import http_json
@@ -386,14 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     version = soak.stamp(f"time-{args.proof}")
     tick_ms = str(args.tick_ms) if args.proof == "scheduler" else "0"  # the sleep proof runs no tick
     env = soak.proof_env(args, {"KODO_APP_VERSION": version, "KODO_SCHEDULE_TICK_MS": tick_ms})
-    problem = soak.own_broker(env, say)
-    if problem:
-        print(problem, file=sys.stderr)
+    ready = soak.setup(env, args.log_dir, f"time-{args.proof}", say)
+    if ready is None:
         return 2
-    settings = Settings.from_env(env)
-    log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix=f"kodo-time-{args.proof}-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.database_url)
+    settings, log_dir = ready
     say(
         f"{args.proof} proof: database {settings.database_url.rsplit('/', 1)[-1]}, app version {version}, "
         f"logs in {log_dir}; migrations applied"
