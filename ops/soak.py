@@ -135,12 +135,12 @@ def _workers_on(broker_url: str) -> list[str]:
 
 
 def _holds_messages(broker_url: str) -> bool:
-    """Whether a Redis db holds a message: a non-empty list (a queue) or a delivery not acked. Keys
-    kombu leaves behind (queue bindings, an empty unacked index) are no message."""
+    """Whether a Redis db has a message queued (a non-empty list). What workers left behind is not
+    counted: kombu's bindings, and the deliveries a killed worker held (`unacked`, restored to their
+    queue only by a consumer of that db; for a proof's workers they are no-op deliveries of ids that
+    are not theirs). Every db of a machine that ran kill -9 tests holds some of those."""
     client = redis.Redis.from_url(broker_url)
     try:
-        if client.hlen("unacked"):
-            return True
         lists = (key for key in client.scan_iter(count=500) if client.execute_command("TYPE", key) == b"list")
         return any(client.llen(key) for key in lists)
     finally:
@@ -151,8 +151,9 @@ def own_broker(env: dict[str, str], say: Callable[[str], None]) -> str | None:
     """Give the proof a broker no other worker consumes. A proof starts workers of an app version of
     its own; workers already on its broker (e.g. `mise run start`'s, of another version) would take
     its deliveries and drop them as no-ops, leaving its runs to the republish window. If they are
-    there, the proof moves to the first idle Redis db: one nobody consumes that holds no message
-    (what earlier runs left there, kombu's bindings, is no message). `env` is updated and the move
+    there, the proof moves to the first idle Redis db: one nobody consumes with no message queued
+    (what earlier runs left there, kombu's bindings and a killed worker's unacked deliveries, is no
+    queued message). `env` is updated and the move
     said. Returns why it cannot run (no such db), or None."""
     url = Settings.from_env(env).broker_url
     workers = _workers_on(url)
@@ -168,7 +169,7 @@ def own_broker(env: dict[str, str], say: Callable[[str], None]) -> str | None:
             say(f"workers already consume {url} ({', '.join(workers)}): this proof uses the idle {candidate}")
             return None
     return (
-        f"workers already consume the broker {url} ({', '.join(workers)}) and no idle Redis db (no consumer, no message) is free: "
+        f"workers already consume the broker {url} ({', '.join(workers)}) and no idle Redis db (no consumer, no queued message) is free: "
         "they would take this proof's deliveries. Stop them (mise run stop) or give the proof a broker "
         "of its own (KODO_BROKER_URL=redis://127.0.0.1:6379/<n>)"
     )
