@@ -16,10 +16,13 @@ back to the producer (the original's rule), record the server's error in the led
 warning; with `OC_STRICT_MODE=1` they fail the step instead (`oc_live_unavailable:<step>:<msg>`).
 
 **The ledger** (`app.opencode_calls`, one row per `op_key = sha256(run:step:attempt:schemaHash:
-promptHash)`) is read before any call and written, on its own connection, right after it: the row
-commits before the step's checkpoint. A step re-executed after a kill therefore replays the
-recorded answer and does not call the model again. The one window left is a kill between the
-server's answer and the ledger commit: that call is made again. A repair re-executes a step with the
+promptHash)`) is read before any call and written right after it. The row of a call made to the
+server (`live`, `record`) and the row of a failed call commit on a connection of their own, before
+the step's checkpoint: a step re-executed after a kill replays the recorded answer and does not call
+the model again. The one window left is a kill between the server's answer and the ledger commit:
+that call is made again. A `replay` answer calls no model, so its row is written in the step's own
+transaction (when the step gives one: `step_ledger`) and commits with its checkpoint; a step
+re-executed after a kill produces the same answer again. A repair re-executes a step with the
 next attempt number, hence a new op_key and a new call (one model call per step attempt, §2.13).
 """
 
@@ -204,28 +207,40 @@ class Ledger(Protocol):
     def session_of(self, run_id: str) -> str | None:
         """The OpenCode session the run used last."""
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Commit one ledger row now (a failed call's row may later be replaced by an answer)."""
+    def record(self, row: dict[str, Any], *, now: bool = True) -> None:
+        """Write one ledger row (a failed call's row may later be replaced by an answer). `now`: commit
+        it before anything else; False: it may commit with the step's transaction instead."""
 
 
 class DbLedger:
-    """`app.opencode_calls` through connections of its own, so a row commits before the step's tx."""
+    """`app.opencode_calls`. A row that must outlive the step commits through a connection of its own;
+    reads, and the rows that need not (`now=False`), go through the step's transaction when one is
+    given (`step`), which saves them a commit each."""
 
-    def __init__(self, connect: Callable[[], AbstractContextManager[Conn]]) -> None:
+    def __init__(self, connect: Callable[[], AbstractContextManager[Conn]], step: Conn | None = None) -> None:
         self._connect = connect
+        self._step = step
+
+    def _read(self, name: str, params: dict[str, Any]) -> Any:
+        if self._step is not None:
+            return self._step.execute(Q[name], params).fetchone()
+        with self._connect() as c:
+            return c.execute(Q[name], params).fetchone()
 
     def answer(self, op_key: str) -> dict[str, Any] | None:
-        with self._connect() as c:
-            row = c.execute(Q["get_opencode_answer"], {"op_key": op_key}).fetchone()
+        row = self._read("get_opencode_answer", {"op_key": op_key})
         return dict(row["response"]) if row is not None else None
 
     def session_of(self, run_id: str) -> str | None:
-        with self._connect() as c:
-            row = c.execute(Q["latest_opencode_session"], {"run_id": run_id}).fetchone()
+        row = self._read("latest_opencode_session", {"run_id": run_id})
         return str(row["session_id"]) if row is not None else None
 
-    def record(self, row: dict[str, Any]) -> None:
+    def record(self, row: dict[str, Any], *, now: bool = True) -> None:
         params = {k: Jsonb(v) if k in _JSON_COLUMNS and v is not None else v for k, v in row.items()}
+        if not now and self._step is not None:
+            with self._step.transaction():  # a savepoint: a failed write leaves the step's tx usable
+                self._step.execute(Q["insert_opencode_call"], params)
+            return
         with self._connect() as c:
             c.execute(Q["insert_opencode_call"], params)
 
@@ -366,13 +381,16 @@ def structured(settings: Settings, call: Call, ledger: Ledger) -> dict[str, Any]
         row["error"] = row["error"] or {"type": type(exc).__name__, "message": str(exc)}
         _record(ledger, row, None, started)
         raise
-    _record(ledger, row, answer, started)
+    # A replayed answer called no model: its row may commit with the step (see the module doc).
+    _record(ledger, row, answer, started, now=settings.oc_mode != "replay")
     faults.reached(faults.OC_RECORDED, call.step_id)
     _check_tools(call.agent, answer)
     return answer
 
 
-def _record(ledger: Ledger, row: dict[str, Any], answer: dict[str, Any] | None, started: float) -> None:
+def _record(
+    ledger: Ledger, row: dict[str, Any], answer: dict[str, Any] | None, started: float, *, now: bool = True
+) -> None:
     row.update(
         structured=answer["structured"] if answer else None,
         tool_calls=answer["toolcalls"] if answer else None,
@@ -380,7 +398,7 @@ def _record(ledger: Ledger, row: dict[str, Any], answer: dict[str, Any] | None, 
         duration_ms=int((time.monotonic() - started) * 1000),
     )
     try:
-        ledger.record(row)
+        ledger.record(row, now=now)
     except Exception:  # the original's rule: a ledger failure is logged, never fails the step
         log.exception("opencode_calls ledger write failed for %s", row["op_key"])
 
@@ -390,6 +408,11 @@ def _record(ledger: Ledger, row: dict[str, Any], answer: dict[str, Any] | None, 
 
 def _default_ledger() -> Ledger:
     return DbLedger(context.connection)  # connections of the running workflow's process
+
+
+def step_ledger(c: Conn) -> Ledger:
+    """The ledger of a step that runs in the transaction `c` (see the module doc)."""
+    return DbLedger(context.connection, step=c)
 
 
 def plan(

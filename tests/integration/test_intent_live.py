@@ -88,6 +88,25 @@ def test_a_kill_between_the_ledger_write_and_the_checkpoint_does_not_call_the_mo
     assert [c["step_id"] for c in _oc_calls(sql, run_id)] == ["CompileST", "DecideST"]
 
 
+def test_a_replayed_answer_is_ledgered_in_its_steps_transaction(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    """OC_MODE=replay calls no model: the ledger row commits with the step's checkpoint (no commit of
+    its own), so a kill before that commit leaves neither, and the step run again writes one row."""
+    first = start_worker(name="dies", env={"OC_MODE": "replay"}, faults="oc.recorded@CompileST")
+    _, run_id = start_run(rt, sql, "replayed crash", approved=True)
+    first.wait_fault()  # the row is written in CompileST's open transaction, not committed
+    assert _oc_calls(sql, run_id) == []
+    assert sql("SELECT 1 FROM app.run_steps WHERE run_id = %s", (run_id,)) == []
+    first.kill9()
+    start_worker(name="recovers", env={"OC_MODE": "replay"})
+    wait_run(sql, run_id, "succeeded", timeout=40)
+    calls = _oc_calls(sql, run_id)
+    assert [c["step_id"] for c in calls] == ["CompileST", "DecideST"]
+    assert all(c["error"] is None and c["structured"] is not None for c in calls)
+    assert _step(sql, run_id, "CompileST")["attempt"] == 1
+
+
 def test_strict_mode_fails_the_run_when_the_daemon_is_unreachable(
     rt: Runtime, sql: Sql, start_worker: Worker
 ) -> None:

@@ -37,7 +37,7 @@ class DictLedger:
     def session_of(self, run_id: str) -> str | None:
         return None
 
-    def record(self, row: dict[str, Any]) -> None:
+    def record(self, row: dict[str, Any], *, now: bool = True) -> None:
         if (op := self.rows.get(row["op_key"])) and op["structured"] is not None:
             return
         self.rows[row["op_key"]] = json.loads(json.dumps(row))
