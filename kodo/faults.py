@@ -32,6 +32,14 @@ def _armed(spec: str | None) -> list[tuple[str, str]]:
     return out
 
 
+def armed(point: str, name: str) -> bool:
+    """Whether `point` is armed for `name` (the engine commits its batch before such a point)."""
+    settings = fault_settings()
+    if settings is None:
+        return False
+    return any(p == point and n in ("*", name) for p, n in _armed(settings.spec))
+
+
 def reached(point: str, name: str) -> None:
     """Hang here (awaiting SIGKILL) if `point` is armed for `name`; otherwise return at once."""
     settings = fault_settings()

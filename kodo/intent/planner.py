@@ -37,7 +37,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, LiteralString, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -221,18 +221,18 @@ class DbLedger:
         self._connect = connect
         self._step = step
 
-    def _read(self, name: str, params: dict[str, Any]) -> Any:
+    def _read(self, sql: LiteralString, params: dict[str, Any]) -> Any:
         if self._step is not None:
-            return self._step.execute(Q[name], params).fetchone()
+            return self._step.execute(sql, params).fetchone()
         with self._connect() as c:
-            return c.execute(Q[name], params).fetchone()
+            return c.execute(sql, params).fetchone()
 
     def answer(self, op_key: str) -> dict[str, Any] | None:
-        row = self._read("get_opencode_answer", {"op_key": op_key})
+        row = self._read(Q["get_opencode_answer"], {"op_key": op_key})
         return dict(row["response"]) if row is not None else None
 
     def session_of(self, run_id: str) -> str | None:
-        row = self._read("latest_opencode_session", {"run_id": run_id})
+        row = self._read(Q["latest_opencode_session"], {"run_id": run_id})
         return str(row["session_id"]) if row is not None else None
 
     def record(self, row: dict[str, Any], *, now: bool = True) -> None:
@@ -408,6 +408,12 @@ def _record(
 
 def _default_ledger() -> Ledger:
     return DbLedger(context.connection)  # connections of the running workflow's process
+
+
+def offline() -> bool:
+    """Whether the running workflow's compiler answers without a server (`replay`): its steps may
+    share the delivery's batch; a live call commits the batch first (`wf.transaction(batch=...)`)."""
+    return context.settings().oc_mode == "replay"
 
 
 def step_ledger(c: Conn) -> Ledger:

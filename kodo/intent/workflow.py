@@ -202,7 +202,7 @@ def begin_run(c: Conn, workflow_id: str) -> dict[str, Any]:
     return ctx
 
 
-@wf.transaction("CompileST")
+@wf.transaction("CompileST", batch=planner.offline)
 def compile_step(c: Conn, ctx: dict[str, Any]) -> dict[str, Any]:
     started = _now()
     attempt = _next_attempt(c, ctx, "CompileST")
@@ -229,7 +229,7 @@ def apply_patch_step(c: Conn, ctx: dict[str, Any], plan: dict[str, Any]) -> dict
     return _record_step(c, ctx, "ApplyPatchST", patched, attempt, started)
 
 
-@wf.transaction("DecideST")
+@wf.transaction("DecideST", batch=planner.offline)
 def decide_step(c: Conn, ctx: dict[str, Any], patched: dict[str, Any]) -> dict[str, Any]:
     started = _now()
     attempt = _next_attempt(c, ctx, "DecideST")

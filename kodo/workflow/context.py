@@ -104,11 +104,17 @@ def run_step(
     return ex.run_step(name, fn, args, kwargs, retry)
 
 
-def run_transaction(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def run_transaction(
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    batch: bool | Callable[[], bool] = True,
+) -> Any:
     ex = _current.get()
     if ex is None:
         raise RuntimeError(f"transaction {name} can only run inside a workflow (it needs the checkpoint tx)")
-    return ex.run_transaction(name, fn, args, kwargs)
+    return ex.run_transaction(name, fn, args, kwargs, batch)
 
 
 def sleep(seconds: float) -> None:

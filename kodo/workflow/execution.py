@@ -8,14 +8,26 @@ writes nothing and is told so (Preempted).
 
 Waits (sleep, recv, child results, a retrying step's backoff) release the lease and unwind the body
 with `Parked`; the waker republishes the workflow and the body replays from the top.
+
+**Batched commits.** The transactions of consecutive operations of one delivery share one database
+transaction (the batch; each operation is a savepoint of it, so one that fails rolls back alone):
+it commits, and rings what it collected, before anything leaves the database (a `@step`'s function,
+a `send`, a `@transaction` declared `batch=False`), after an operation that rings doorbells (child
+starts, `send`: their messages go out at once, published under that operation's span), and when the
+delivery ends (done, parked, cancelled, preempted). A checkpoint still commits atomically with its operation's writes, and
+nothing an operation wrote is visible before its checkpoint: they become visible together. A kill
+before the batch's commit loses all of it, and the next delivery runs those operations again from
+the last commit, as it would run one uncommitted operation. A fault point that says an operation has
+committed (`step.committed`, `workflow.parked`) commits the batch first when it is armed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kodo import clock, faults
@@ -76,13 +88,49 @@ class Execution:
         # checkpoint returns the row's status, so a boundary right after one needs no extra query.
         self._status = WorkflowStatus.PENDING
         self._status_at = time.monotonic()
+        self._batch: ExitStack | None = None  # the open batch (see the module doc)
+        self._depth = 0  # operations' transactions open now (nested: a durable call in a @transaction)
 
     @property
     def epoch(self) -> int:
         return self.fence.epoch
 
-    def _tx(self) -> AbstractContextManager[Bells]:
-        return self.engine.publisher.commit_then_publish(self.session)
+    @contextmanager
+    def _tx(self) -> Iterator[Bells]:
+        """An operation's transaction: a savepoint of the batch, which opens here if none is open."""
+        publisher = self.engine.publisher
+        if self._batch is None:
+            batch = ExitStack()
+            batch.enter_context(publisher.commit_then_publish(self.session))
+            self._batch = batch
+        self._depth += 1
+        try:
+            with publisher.commit_then_publish(self.session) as bells:
+                yield bells
+        finally:
+            self._depth -= 1
+
+    def flush(self) -> None:
+        """Commit the open batch, then ring its doorbells. Nothing to do when none is open, or inside
+        an operation's transaction (a durable call made in a `@transaction` step commits with it)."""
+        if self._depth:
+            return
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.close()
+
+    def _abort(self, exc: BaseException) -> None:
+        """Roll the open batch back (the delivery ends on `exc`, which the caller raises)."""
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            with contextlib.suppress(Exception):  # a broken connection: the rollback is moot
+                batch.__exit__(type(exc), exc, exc.__traceback__)
+
+    def _committed(self, point: str, name: str) -> None:
+        """A fault point saying `name` has committed: true of the batch too once it is armed."""
+        if faults.armed(point, name):
+            self.flush()
+        faults.reached(point, name)
 
     def _observe(self, status: WorkflowStatus) -> None:
         self._status, self._status_at = status, time.monotonic()
@@ -90,29 +138,38 @@ class Execution:
     # ---- running the body --------------------------------------------------------------------
 
     def run(self) -> OutcomeKind:
-        """Run the workflow body to its end or its next wait; write the outcome (fenced)."""
+        """Run the workflow body to its end or its next wait; write the outcome (fenced), and commit
+        the batch (an exception that ends the delivery rolls it back)."""
         token = context.enter(self)
         try:
-            try:
-                self.definition = self.engine.registry.get(self.name)
-                args, kwargs = serde.decode_inputs(self.inputs)
-                output = serde.dumps(self.definition.fn(*args, **kwargs))
-            except Parked:
-                return OutcomeKind.PARKED
-            except Cancelled:
-                self.release()
-                return OutcomeKind.CANCELLED
-            except Preempted:
-                return OutcomeKind.PREEMPTED
-            except Exception as exc:
-                if self.engine.store_unavailable(exc):
-                    raise  # the database is unreachable: the lease lapses and the run is recovered
-                if not isinstance(exc, KodoError):
-                    log.info("%s failed: %r", self.workflow_id, exc)
-                return self.complete(WorkflowStatus.ERROR, None, serde.encode_error(exc), str(exc))
-            return self.complete(WorkflowStatus.SUCCESS, output, None, None)
+            outcome = self._run()
+        except BaseException as exc:
+            self._abort(exc)
+            raise
         finally:
             context.leave(token)
+        self.flush()
+        return outcome
+
+    def _run(self) -> OutcomeKind:
+        try:
+            self.definition = self.engine.registry.get(self.name)
+            args, kwargs = serde.decode_inputs(self.inputs)
+            output = serde.dumps(self.definition.fn(*args, **kwargs))
+        except Parked:
+            return OutcomeKind.PARKED
+        except Cancelled:
+            self.release()
+            return OutcomeKind.CANCELLED
+        except Preempted:
+            return OutcomeKind.PREEMPTED
+        except Exception as exc:
+            if self.engine.store_unavailable(exc):
+                raise  # the database is unreachable: the lease lapses and the run is recovered
+            if not isinstance(exc, KodoError):
+                log.info("%s failed: %r", self.workflow_id, exc)
+            return self.complete(WorkflowStatus.ERROR, None, serde.encode_error(exc), str(exc))
+        return self.complete(WorkflowStatus.SUCCESS, output, None, None)
 
     def complete(
         self, status: WorkflowStatus, output: str | None, error: str | None, detail: str | None
@@ -271,6 +328,7 @@ class Execution:
                     raise self._wait(Wait(WaitKind.RETRY, str(fid)), due)
             self.boundary()
             self.step_attempt = op.attempt = attempt
+            self.flush()  # the function's effects leave the database: what came before commits first
             faults.reached(faults.STEP_STARTED, name)
             raised: Exception | None = None
             try:
@@ -288,7 +346,7 @@ class Execution:
                 output, error, raised = None, serde.encode_error(exc), exc
             started = failed[0].started_at if failed else now
             stored = self._record(Checkpoint(fid, name, output, error, started))
-            faults.reached(faults.STEP_COMMITTED, name)
+            self._committed(faults.STEP_COMMITTED, name)
             if stored.output != output or stored.error != error:
                 return recorded_value(stored)
             if raised is not None:
@@ -312,10 +370,17 @@ class Execution:
         return Parked(self.workflow_id)
 
     def run_transaction(
-        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        batch: bool | Callable[[], bool] = True,
     ) -> Any:
         def body(op: Op) -> Any:
             started = clock.now_ms()
+            if not (batch() if callable(batch) else batch):
+                self.flush()  # it waits on something outside (a model call): hold no lock of the batch
             self.boundary()
             self.step_attempt = 1
             faults.reached(faults.STEP_STARTED, name)
@@ -333,9 +398,9 @@ class Execution:
                 )
                 if stored.error is None:
                     return recorded_value(stored)
-                faults.reached(faults.STEP_COMMITTED, name)
+                self._committed(faults.STEP_COMMITTED, name)
                 raise
-            faults.reached(faults.STEP_COMMITTED, name)
+            self._committed(faults.STEP_COMMITTED, name)
             return result
 
         return self._operation(OpKind.TRANSACTION, name, body)
@@ -354,7 +419,7 @@ class Execution:
                     self._park(Wait(WaitKind.SLEEP), wake_at)
             if wake_at <= now:
                 return
-            faults.reached(faults.WORKFLOW_PARKED, op.name)
+            self._committed(faults.WORKFLOW_PARKED, op.name)
             raise Parked(self.workflow_id)
 
         def replay(op: Op) -> None:
@@ -395,6 +460,7 @@ class Execution:
     def send(self, destination: str, message: Any, topic: str) -> None:
         def body(op: Op) -> None:
             now = clock.now_ms()
+            self.flush()  # its two row locks are taken in id order, none held from before
             with self._tx() as bells:
                 # Lock both rows in id order so two workflows messaging each other cannot deadlock.
                 for wid in sorted({self.workflow_id, destination}):
@@ -413,6 +479,7 @@ class Execution:
                     locked=True,
                 )
                 self._record(Checkpoint(op.function_id, op.name, serde.dumps(None), None, now))
+            self.flush()  # rings the destination now, under this operation (see the module doc)
 
         self._operation(OpKind.SEND, "kodo.send", body)
 
@@ -442,6 +509,7 @@ class Execution:
             with self._tx() as bells:
                 bells.add(self.engine.publisher.admission.insert(self.session, new, now))
                 self._record(Checkpoint(op.function_id, op.name, serde.dumps(child_id), None, now, child_id))
+            self.flush()  # rings the child now, under this operation (see the module doc)
             return child_id
 
         def replay(op: Op) -> str:
@@ -479,6 +547,7 @@ class Execution:
                 for new in children:
                     bells.add(self.engine.publisher.admission.insert(self.session, new, now))
                 self._record(Checkpoint(op.function_id, op.name, serde.dumps(ids), None, now))
+            self.flush()  # rings the children now, under this operation (see the module doc)
             return ids
 
         return list(self._operation(OpKind.START_CHILDREN, "kodo.start_children", body))

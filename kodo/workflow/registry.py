@@ -126,12 +126,15 @@ def step(
 
 
 def transaction(
-    name: str | None = None,
+    name: str | None = None, *, batch: bool | Callable[[], bool] = True
 ) -> Callable[[Callable[Concatenate[Any, P], R]], Callable[P, R]]:
     """A step whose database writes commit in the same transaction as its checkpoint.
 
     The function receives the open connection as its first argument. If the checkpoint's fence fails
     (another runner owns the workflow) the whole transaction rolls back: exactly-once for SQL effects.
+    Its transaction joins the delivery's batch (`kodo.workflow.execution`): it commits with the
+    operations around it. `batch=False` (or a callable saying False when the step runs) commits the
+    batch first, so a step that waits on something outside the database holds none of its locks.
     """
 
     def deco(fn: Callable[Concatenate[Any, P], R]) -> Callable[P, R]:
@@ -141,7 +144,7 @@ def transaction(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             from kodo.workflow import context
 
-            return cast(R, context.run_transaction(op_name, fn, args, kwargs))
+            return cast(R, context.run_transaction(op_name, fn, args, kwargs, batch))
 
         return wrapper
 

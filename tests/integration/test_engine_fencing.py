@@ -81,7 +81,7 @@ def test_zombie_plain_step_checkpoint_is_refused(
     assert str(rt.engine.execute(wid)) == "success"
     steps = rt.client.steps(wid)
     assert [(s["function_id"], s["function_name"]) for s in steps] == [
-        (1, "t.tx_effect"),
+        (1, "t.plain_effect"),
         (2, "t.step_then_takeover"),
         (3, "t.tx_effect"),
     ]
@@ -105,11 +105,12 @@ def test_a_stale_epoch_cannot_checkpoint_park_or_complete(rt: Runtime, sql: Sql)
         assert session.record(ex.fence, checkpoint, now, now + 5000) == (None, False)
         token = context.enter(ex)
         try:
-            # A transaction step stops at its boundary check: its function never runs.
+            # A transaction step's checkpoint is refused (its product write rolls back with it).
             with pytest.raises(Preempted):
                 t.tx_effect("zombie-effect")
         finally:
             context.leave(token)
+            ex.flush()  # run() ends a delivery's batch; this test drives the operations itself
         # A durable sleep cannot record its wake-up or park (the row is not ours to release).
         ex2 = Execution(rt.engine, session, claim)
         token = context.enter(ex2)
@@ -118,6 +119,7 @@ def test_a_stale_epoch_cannot_checkpoint_park_or_complete(rt: Runtime, sql: Sql)
                 ex2.sleep(5)
         finally:
             context.leave(token)
+            ex2.flush()
         # The terminal write is fenced too.
         assert ex.complete(WorkflowStatus.SUCCESS, serde.dumps("zombie"), None, None) == "preempted"
 

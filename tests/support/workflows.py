@@ -37,6 +37,13 @@ def tx_effect(conn: Any, effect: str) -> str:
     return effect
 
 
+@wf.transaction(name="t.tx_last")
+def tx_last(conn: Any, effect: str) -> str:
+    """`tx_effect` under a name of its own (a fault point can be armed for it alone)."""
+    conn.execute(_COUNT, {"w": wf.current_workflow_id(), "e": effect})
+    return effect
+
+
 @wf.step(name="t.plain_effect")
 def plain_effect(effect: str, hold_s: float = 0.0) -> str:
     count_effect(effect)
@@ -61,6 +68,12 @@ def four_steps() -> int:
 @wf.workflow(name="t.effects", queue="intentQ")
 def effects(n: int, hold_s: float = 0.0) -> list[str]:
     return [tx_effect(f"e{i}") if i % 2 == 0 else plain_effect(f"e{i}", hold_s) for i in range(n)]
+
+
+@wf.workflow(name="t.batched", queue="intentQ")
+def batched() -> list[str]:
+    """Three transactions in a row (one batch), then a plain step (which commits the batch first)."""
+    return [tx_effect("b1"), tx_effect("b2"), tx_last("b3"), plain_effect("b4")]
 
 
 @wf.workflow(name="t.sleeper", queue="intentQ")
@@ -202,7 +215,10 @@ def step_then_takeover(effect: str) -> str:
 
 @wf.workflow(name="t.zombie", queue="intentQ")
 def zombie(kind: str) -> list[str]:
-    first = tx_effect("z-first")
+    # A plain step first: its record commits at once, so the next operation's transaction opens a
+    # batch of its own, and a takeover can land before its checkpoint. (Inside a batch no takeover
+    # can: the batch's first checkpoint holds our row until it commits.)
+    first = plain_effect("z-first")
     second = tx_then_takeover("z-tx") if kind == "tx" else step_then_takeover("z-step")
     return [first, second, tx_effect("z-after")]
 

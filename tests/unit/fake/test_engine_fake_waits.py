@@ -354,11 +354,14 @@ def test_get_result_parks_until_the_child_ends_and_the_child_wakes_the_parent_on
 
 
 def test_a_child_that_finished_first_is_read_without_parking(fake: Fake) -> None:
-    engine, client, _, dispatcher = fake
-    client.start(parent, 1, workflow_id="ch-2")
-    # The child runs (on another worker) while the parent is between start_child and get_result.
-    fake.store.before("lock_own", lambda: engine.execute("ch-2-1"))
+    engine, client, store, dispatcher = fake
+    client.start(parent_step, 1, workflow_id="ch-2")
+    # The child runs (on another worker) while the parent is between start_child and get_result: in
+    # the step between them, whose record comes after the start committed (the step commits the
+    # batch before its function runs; the first record is the start's own, in that batch).
+    fake.store.before("record", lambda: fake.store.before("record", lambda: engine.execute("ch-2-1")))
     assert engine.execute("ch-2").kind is OutcomeKind.SUCCESS
+    assert store.row("ch-2-1")["status"] == "SUCCESS"
     assert output(fake, "ch-2") == 4
     assert dispatcher.count("ch-2") == 1
 
