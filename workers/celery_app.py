@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import threading
 from typing import Any
 
 from celery import Celery, signals
@@ -47,11 +48,17 @@ _reconciler: Reconciler | None = None
 _events: EventsFollowMonitor | None = None
 
 
+_runtime_lock = threading.Lock()
+
+
 def runtime() -> Runtime:
-    """This process's runtime (built after fork, so each child has its own pool)."""
+    """This process's runtime (built after fork, so each child has its own pool; built once for the
+    threads of a `--pool threads` worker)."""
     global _runtime
     if _runtime is None:
-        _runtime = Runtime.build(_settings, celery_app=app)
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = Runtime.build(_settings, celery_app=app)
     return _runtime
 
 
