@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,17 @@ class PromptResult:
 
 class OpenCodeClient:
     def __init__(self, base_url: str, timeout_ms: int) -> None:
+        # httpx is imported on first use, not with this module: with `rich` installed it loads its
+        # command line (rich, pygments), 18 MiB in every process, most of which never call OpenCode.
+        import httpx
+
         self.base_url = base_url.rstrip("/")
         # `read` is the stall detector: the longest silence between two bytes of an answer.
         self._timeout = httpx.Timeout(timeout_ms / 1000, connect=min(CONNECT_TIMEOUT_S, timeout_ms / 1000))
 
     def _request(self, op: str, method: str, path: str, body: Any = None) -> httpx.Response:
+        import httpx
+
         try:
             with httpx.Client(timeout=self._timeout) as http:
                 return http.request(method, self.base_url + path, json=body)
