@@ -10,8 +10,10 @@ Waits (sleep, recv, child results, a retrying step's backoff) release the lease 
 with `Parked`; the waker republishes the workflow and the body replays from the top.
 
 **Batched commits.** The transactions of consecutive operations of one delivery share one database
-transaction (the batch; each operation is a savepoint of it, so one that fails rolls back alone):
-it commits, and rings what it collected, before anything leaves the database (a `@step`'s function,
+transaction, the batch, without savepoints: an operation that fails in a batch after others rolls
+the whole batch back, and the delivery runs its body again from its last commit, every operation in
+a transaction of its own as before batching (`_Unbatch`; failures inside operations are rare, and
+they only cost that re-run). The batch commits, and rings what it collected, before anything leaves the database (a `@step`'s function,
 a `send`, a `@transaction` declared `batch=False`), after an operation that rings doorbells (child
 starts, `send`: their messages go out at once, published under that operation's span), and when the
 delivery ends (done, parked, cancelled, preempted). A checkpoint still commits atomically with its operation's writes, and
@@ -62,6 +64,11 @@ def recorded_value(rec: Recorded) -> Any:
     return serde.loads(rec.output)
 
 
+class _Unbatch(BaseException):  # a signal, like GeneratorExit, not an error
+    """An operation failed in a batch after other operations: the batch is rolled back, and the body
+    runs again unbatched. A BaseException, so no `except Exception` of an operation or a body takes it."""
+
+
 def _replay_value(op: Op) -> Any:
     assert op.recorded is not None
     return recorded_value(op.recorded)
@@ -88,7 +95,11 @@ class Execution:
         # checkpoint returns the row's status, so a boundary right after one needs no extra query.
         self._status = WorkflowStatus.PENDING
         self._status_at = time.monotonic()
+        self._batching = True  # False once a batch failed: every operation commits on its own
         self._batch: ExitStack | None = None  # the open batch (see the module doc)
+        self._bells = Bells()  # the open batch's doorbells
+        self._batch_ops = 0  # operations in the open batch
+        self._pending: list[Recorded] = []  # recorded in the open batch: replayed once it commits
         self._depth = 0  # operations' transactions open now (nested: a durable call in a @transaction)
 
     @property
@@ -97,16 +108,31 @@ class Execution:
 
     @contextmanager
     def _tx(self) -> Iterator[Bells]:
-        """An operation's transaction: a savepoint of the batch, which opens here if none is open."""
+        """An operation's transaction: the batch, opened here if none is open (see the module doc).
+        Nested in an operation's transaction (a savepoint of it) or unbatched: a block of its own."""
         publisher = self.engine.publisher
+        if self._depth or not self._batching:
+            self._depth += 1
+            try:
+                with publisher.commit_then_publish(self.session) as bells:
+                    yield bells
+            finally:
+                self._depth -= 1
+            return
         if self._batch is None:
             batch = ExitStack()
-            batch.enter_context(publisher.commit_then_publish(self.session))
-            self._batch = batch
+            self._bells = batch.enter_context(publisher.commit_then_publish(self.session))
+            self._batch, self._batch_ops = batch, 0
+        alone = self._batch_ops == 0
+        self._batch_ops += 1
         self._depth += 1
         try:
-            with publisher.commit_then_publish(self.session) as bells:
-                yield bells
+            yield self._bells
+        except BaseException as exc:
+            self._abort(exc)
+            if alone:
+                raise  # the batch was this operation's own transaction: it rolled back, as ever
+            raise _Unbatch(self.workflow_id) from exc
         finally:
             self._depth -= 1
 
@@ -117,11 +143,14 @@ class Execution:
             return
         batch, self._batch = self._batch, None
         if batch is not None:
+            pending, self._pending = self._pending, []
             batch.close()
+            self.recorded.update((rec.function_id, rec) for rec in pending)
 
     def _abort(self, exc: BaseException) -> None:
-        """Roll the open batch back (the delivery ends on `exc`, which the caller raises)."""
+        """Roll the open batch back (`exc` ends it; the caller raises it or what it stands for)."""
         batch, self._batch = self._batch, None
+        self._pending = []
         if batch is not None:
             with contextlib.suppress(Exception):  # a broken connection: the rollback is moot
                 batch.__exit__(type(exc), exc, exc.__traceback__)
@@ -142,7 +171,14 @@ class Execution:
         the batch (an exception that ends the delivery rolls it back)."""
         token = context.enter(self)
         try:
-            outcome = self._run()
+            while True:
+                try:
+                    outcome = self._run()
+                    break
+                except _Unbatch as signal:
+                    log.info("%s: %r in a batch; running again unbatched", self.workflow_id, signal.__cause__)
+                    self._batching = False
+                    self._next_id = self.step_attempt = 0
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -179,7 +215,13 @@ class Execution:
         hook = self.definition.on_transition if self.definition is not None else None
         # A root workflow without a hook finishes in one autocommitted statement.
         atomic = self.parent is not None or hook is not None
-        with self.engine.publisher.commit_then_publish(self.session, atomic=atomic) as bells:
+        publisher = self.engine.publisher
+        tx = (
+            self._tx()
+            if self._batch is not None
+            else publisher.commit_then_publish(self.session, atomic=atomic)
+        )
+        with tx as bells:
             done = transitions.end_child(
                 self.session,
                 bells,
@@ -272,7 +314,12 @@ class Execution:
             got = self.session.get_step(self.workflow_id, cp.function_id)
             assert got is not None
             return got
-        return Recorded(cp.function_id, cp.function_name, cp.output, cp.error, cp.child_workflow_id)
+        rec = Recorded(cp.function_id, cp.function_name, cp.output, cp.error, cp.child_workflow_id)
+        if self._batch is not None:
+            self._pending.append(rec)  # replayable once the batch commits (see `_Unbatch`)
+        else:
+            self.recorded[rec.function_id] = rec
+        return rec
 
     def _lock_own(self) -> None:
         status = self.session.lock_own(self.fence)

@@ -4,6 +4,7 @@ Real worker processes, killed with kill -9 while a batch is open and right after
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from kodo.runtime import Runtime
 from tests.conftest import effects_of
 from tests.support import procs
 from tests.support import workflows as t
+from tests.support.helpers import insert_unpublished
 
 Sql = Callable[..., list[dict[str, Any]]]
 Worker = Callable[..., procs.WorkerProc]
@@ -49,3 +51,22 @@ def test_a_plain_step_commits_the_batch_before_its_function_runs(
     start_worker(name="recovers")
     assert rt.client.wait(wid, 60)["status"] == "SUCCESS"
     assert effects_of(sql, wid) == {"b1": 1, "b2": 1, "b3": 1, "b4": 1}  # the batch was not run again
+
+
+def test_an_operation_failing_after_others_in_a_batch_runs_the_delivery_again_unbatched(
+    rt: Runtime, sql: Sql
+) -> None:
+    """The batch has no savepoints: the failure rolls back the first transaction's write too, and the
+    body runs again with each operation on its own (the first commits, the failing one records its
+    error, the body catches it). Every committed write happens once."""
+    wid = "batch-fails"
+    insert_unpublished(rt, t.batch_catches, workflow_id=wid)
+    assert str(rt.engine.execute(wid)) == "success"
+    assert json.loads(rt.client.get(wid)["output"]) == ["u1", "caught u2 failed", "u3"]
+    assert effects_of(sql, wid) == {"u1": 1, "u3": 1}  # u2's write rolled back, each time
+    steps = rt.client.steps(wid)
+    assert [(s["function_id"], s["function_name"], s["error"] is not None) for s in steps] == [
+        (1, "t.tx_effect", False),
+        (2, "t.tx_raising", True),
+        (3, "t.tx_effect", False),
+    ]

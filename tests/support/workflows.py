@@ -44,6 +44,13 @@ def tx_last(conn: Any, effect: str) -> str:
     return effect
 
 
+@wf.transaction(name="t.tx_raising")
+def tx_raising(conn: Any, effect: str) -> str:
+    """Writes its effect, then fails: the write rolls back with its transaction."""
+    conn.execute(_COUNT, {"w": wf.current_workflow_id(), "e": effect})
+    raise ValueError(f"{effect} failed")
+
+
 @wf.step(name="t.plain_effect")
 def plain_effect(effect: str, hold_s: float = 0.0) -> str:
     count_effect(effect)
@@ -74,6 +81,18 @@ def effects(n: int, hold_s: float = 0.0) -> list[str]:
 def batched() -> list[str]:
     """Three transactions in a row (one batch), then a plain step (which commits the batch first)."""
     return [tx_effect("b1"), tx_effect("b2"), tx_last("b3"), plain_effect("b4")]
+
+
+@wf.workflow(name="t.batch_catches", queue="intentQ")
+def batch_catches() -> list[str]:
+    """A transaction fails after another in the same batch, and the body catches its error."""
+    out = [tx_effect("u1")]
+    try:
+        tx_raising("u2")
+    except ValueError as exc:
+        out.append(f"caught {exc}")
+    out.append(tx_effect("u3"))
+    return out
 
 
 @wf.workflow(name="t.sleeper", queue="intentQ")
