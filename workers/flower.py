@@ -1,6 +1,7 @@
 """Flower for kodo: `python -m workers.flower [flower options]` (the Procfile's `flower`).
 
-It runs `celery -A kodo flower` in this process, after two things plain Flower does not do:
+It runs `celery -A workers.flower_app flower` in this process (kodo's Celery settings without the
+workers' modules), after two things plain Flower does not do:
 
 * it holds the monitor lock (`kodo.db.monitor`) for its whole life, so every worker sends task
   events from its first task while Flower runs, including a worker that starts later, and stops
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()  # a bad FLOWER_BASIC_AUTH (or any bad value) stops start-up here
     from celery.bin.celery import celery
 
-    from workers.celery_app import app
+    from workers.flower_app import app
 
     watch = monitor.Watch(settings.database_url)
     stopping = threading.Event()
@@ -61,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(release)
     app.control.enable_events()
     return int(
-        celery.main(args=["-A", "kodo", "flower", *args], prog_name="celery", standalone_mode=False) or 0
+        celery.main(
+            args=["-A", "workers.flower_app", "flower", *args], prog_name="celery", standalone_mode=False
+        )
+        or 0
     )
 
 
