@@ -10,17 +10,18 @@ Waits (sleep, recv, child results, a retrying step's backoff) release the lease 
 with `Parked`; the waker republishes the workflow and the body replays from the top.
 
 **Batched commits.** The transactions of consecutive operations of one delivery share one database
-transaction, the batch, without savepoints: an operation that fails in a batch after others rolls
-the whole batch back, and the delivery runs its body again from its last commit, every operation in
-a transaction of its own as before batching (`_Unbatch`; failures inside operations are rare, and
-they only cost that re-run). The batch commits, and rings what it collected, before anything leaves the database (a `@step`'s function,
-a `send`, a `@transaction` declared `batch=False`), after an operation that rings doorbells (child
-starts, `send`: their messages go out at once, published under that operation's span), and when the
-delivery ends (done, parked, cancelled, preempted). A checkpoint still commits atomically with its operation's writes, and
+transaction, the batch, without savepoints. The batch commits, and rings what it collected, before
+anything leaves the database (a `@step`'s function, a `send`, a `@transaction` declared
+`batch=False`), after an operation that rings doorbells (child starts, `send`: their messages go out
+at once, published under that operation's span), and when the delivery ends (done, parked,
+cancelled, preempted). A checkpoint still commits atomically with its operation's writes, and
 nothing an operation wrote is visible before its checkpoint: they become visible together. A kill
 before the batch's commit loses all of it, and the next delivery runs those operations again from
-the last commit, as it would run one uncommitted operation. A fault point that says an operation has
-committed (`step.committed`, `workflow.parked`) commits the batch first when it is armed.
+the last commit, as it would run one uncommitted operation. An operation that fails in a batch after
+others rolls the whole batch back, and the delivery runs its body again from its last commit, every
+operation in a transaction of its own as before batching (`_Unbatch`: failures inside operations are
+rare, and they only cost that re-run). A fault point that says an operation has committed
+(`step.committed`, `workflow.parked`) commits the batch first when it is armed.
 """
 
 from __future__ import annotations
