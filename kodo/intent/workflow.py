@@ -352,7 +352,7 @@ class Rerun:
         return Rerun("", "", False)
 
 
-@wf.step("IntentWorkflow.buildTasks")
+@wf.step("IntentWorkflow.buildTasks", pure=True)  # a computation on the decision: it joins the batch
 def build_tasks(ctx: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
     return sandbox.build_tasks(decision, ctx["intentId"], ctx["runId"], context.settings())
 

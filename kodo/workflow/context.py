@@ -97,11 +97,12 @@ def run_step(
     kwargs: dict[str, Any],
     *,
     retry: RetryPolicy | None,
+    pure: bool = False,
 ) -> Any:
     ex = _current.get()
     if ex is None:
         return fn(*args, **kwargs)
-    return ex.run_step(name, fn, args, kwargs, retry)
+    return ex.run_step(name, fn, args, kwargs, retry, pure)
 
 
 def run_transaction(

@@ -11,8 +11,8 @@ with `Parked`; the waker republishes the workflow and the body replays from the 
 
 **Batched commits.** The transactions of consecutive operations of one delivery share one database
 transaction, the batch, without savepoints. The batch commits, and rings what it collected, before
-anything leaves the database (a `@step`'s function, a `send`, a `@transaction` declared
-`batch=False`), after an operation that rings doorbells (child starts, `send`: their messages go out
+anything leaves the database (a `@step`'s function, unless it is declared `pure`: then it runs, and
+its record commits, in the batch; a `send`; a `@transaction` declared `batch=False`), after an operation that rings doorbells (child starts, `send`: their messages go out
 at once, published under that operation's span), and when the delivery ends (done, parked,
 cancelled, preempted). A checkpoint still commits atomically with its operation's writes, and
 nothing an operation wrote is visible before its checkpoint: they become visible together. A kill
@@ -360,6 +360,7 @@ class Execution:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         retry: RetryPolicy | None,
+        pure: bool = False,
     ) -> Any:
         def body(op: Op) -> Any:
             fid = op.function_id
@@ -376,7 +377,8 @@ class Execution:
                     raise self._wait(Wait(WaitKind.RETRY, str(fid)), due)
             self.boundary()
             self.step_attempt = op.attempt = attempt
-            self.flush()  # the function's effects leave the database: what came before commits first
+            if not pure:
+                self.flush()  # the function's effects leave the database: what came before commits first
             faults.reached(faults.STEP_STARTED, name)
             raised: Exception | None = None
             try:
@@ -393,7 +395,12 @@ class Execution:
                     )
                 output, error, raised = None, serde.encode_error(exc), exc
             started = failed[0].started_at if failed else now
-            stored = self._record(Checkpoint(fid, name, output, error, started))
+            checkpoint = Checkpoint(fid, name, output, error, started)
+            if pure:
+                with self._tx():  # no effect to make durable at once: its record joins the batch
+                    stored = self._record(checkpoint)
+            else:
+                stored = self._record(checkpoint)
             self._committed(faults.STEP_COMMITTED, name)
             if stored.output != output or stored.error != error:
                 return recorded_value(stored)

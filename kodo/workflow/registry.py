@@ -107,9 +107,14 @@ def workflow(
 
 
 def step(
-    name: str | None = None, *, retry: RetryPolicy | None = None
+    name: str | None = None, *, retry: RetryPolicy | None = None, pure: bool = False
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """A checkpointed step: inside a workflow its result (or error) is recorded and replayed."""
+    """A checkpointed step: inside a workflow its result (or error) is recorded and replayed.
+
+    Its function runs after the delivery's batch has committed (its effects leave the database), and
+    its record commits at once. `pure=True` says it has no effect at all (a computation on its
+    arguments): it runs inside the batch, and its record commits with it (`kodo.workflow.execution`).
+    """
 
     def deco(fn: Callable[P, R]) -> Callable[P, R]:
         op_name = name or fn.__qualname__
@@ -118,7 +123,7 @@ def step(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             from kodo.workflow import context
 
-            return cast(R, context.run_step(op_name, fn, args, kwargs, retry=retry))
+            return cast(R, context.run_step(op_name, fn, args, kwargs, retry=retry, pure=pure))
 
         return wrapper
 

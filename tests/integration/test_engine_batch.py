@@ -28,13 +28,14 @@ def test_a_kill_inside_a_batch_loses_all_of_it_and_the_next_delivery_runs_it_onc
     first = start_worker(name="dies", faults="step.started@t.tx_last")
     wid = "batch-open"
     rt.client.start(t.batched, workflow_id=wid)
-    first.wait_fault()  # inside the third transaction: the first two ran in the same open batch
-    assert _recorded(rt, wid) == []  # neither checkpoint is visible: they commit with the batch
+    first.wait_fault()  # inside the third transaction: the others ran in the same open batch
+    assert _recorded(rt, wid) == []  # no checkpoint is visible, the pure step's neither: one batch
     assert effects_of(sql, wid) == {}  # nor their product writes
     first.kill9()
     start_worker(name="recovers")
     assert rt.client.wait(wid, 60)["status"] == "SUCCESS"
-    assert _recorded(rt, wid) == ["t.tx_effect", "t.tx_effect", "t.tx_last", "t.plain_effect"]
+    assert _recorded(rt, wid) == ["t.tx_effect", "t.tx_effect", "t.pure_label", "t.tx_last", "t.plain_effect"]
+    assert json.loads(rt.client.get(wid)["output"]) == ["b1", "b2", "pure p", "b3", "b4"]
     assert effects_of(sql, wid) == {"b1": 1, "b2": 1, "b3": 1, "b4": 1}
 
 
@@ -45,7 +46,7 @@ def test_a_plain_step_commits_the_batch_before_its_function_runs(
     wid = "batch-committed"
     rt.client.start(t.batched, workflow_id=wid)
     first.wait_fault()  # in the plain step, before its function
-    assert _recorded(rt, wid) == ["t.tx_effect", "t.tx_effect", "t.tx_last"]
+    assert _recorded(rt, wid) == ["t.tx_effect", "t.tx_effect", "t.pure_label", "t.tx_last"]
     assert effects_of(sql, wid) == {"b1": 1, "b2": 1, "b3": 1}
     first.kill9()
     start_worker(name="recovers")

@@ -51,6 +51,12 @@ def tx_raising(conn: Any, effect: str) -> str:
     raise ValueError(f"{effect} failed")
 
 
+@wf.step(name="t.pure_label", pure=True)
+def pure_label(label: str) -> str:
+    """A step with no effect: it runs, and its record commits, in the delivery's batch."""
+    return f"pure {label}"
+
+
 @wf.step(name="t.plain_effect")
 def plain_effect(effect: str, hold_s: float = 0.0) -> str:
     count_effect(effect)
@@ -79,8 +85,9 @@ def effects(n: int, hold_s: float = 0.0) -> list[str]:
 
 @wf.workflow(name="t.batched", queue="intentQ")
 def batched() -> list[str]:
-    """Three transactions in a row (one batch), then a plain step (which commits the batch first)."""
-    return [tx_effect("b1"), tx_effect("b2"), tx_last("b3"), plain_effect("b4")]
+    """Two transactions, a pure step and a third transaction in a row (one batch), then a plain step
+    (which commits the batch first)."""
+    return [tx_effect("b1"), tx_effect("b2"), pure_label("p"), tx_last("b3"), plain_effect("b4")]
 
 
 @wf.workflow(name="t.batch_catches", queue="intentQ")
