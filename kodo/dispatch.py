@@ -169,7 +169,8 @@ class CeleryDispatcher:
 
 
 def producer_app(settings: Settings) -> Celery:
-    """A Celery app that only publishes (used by the API and the ops CLI)."""
+    """A Celery app with kodo's settings and no task: it publishes (the API, the ops CLI) or watches
+    (Flower, `workers.flower_app`)."""
     app = Celery("kodo-producer")
     app.conf.update(celery_settings(settings))
     return app

@@ -35,20 +35,16 @@ def _armed(spec: str | None) -> list[tuple[str, str]]:
 def armed(point: str, name: str) -> bool:
     """Whether `point` is armed for `name` (the engine commits its batch before such a point)."""
     settings = fault_settings()
-    if settings is None:
-        return False
-    return any(p == point and n in ("*", name) for p, n in _armed(settings.spec))
+    return settings is not None and any(p == point and n in ("*", name) for p, n in _armed(settings.spec))
 
 
 def reached(point: str, name: str) -> None:
     """Hang here (awaiting SIGKILL) if `point` is armed for `name`; otherwise return at once."""
-    settings = fault_settings()
-    if settings is None:
+    if not armed(point, name):
         return
-    for armed_point, armed_name in _armed(settings.spec):
-        if armed_point == point and armed_name in ("*", name):
-            if settings.marker_file:
-                with open(settings.marker_file, "a", encoding="utf-8") as fh:
-                    fh.write(f"{point}@{name} pid={os.getpid()}\n")
-            while True:  # the test kills us here
-                time.sleep(3600)
+    settings = fault_settings()
+    if settings is not None and settings.marker_file:
+        with open(settings.marker_file, "a", encoding="utf-8") as fh:
+            fh.write(f"{point}@{name} pid={os.getpid()}\n")
+    while True:  # the test kills us here
+        time.sleep(3600)

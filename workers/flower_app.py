@@ -7,10 +7,7 @@ workflow, engine or tracing (about 19 MiB less than `workers.celery_app`).
 
 from __future__ import annotations
 
-from celery import Celery
-
 from kodo.config import Settings
-from kodo.dispatch import celery_settings
+from kodo.dispatch import producer_app
 
-app = Celery("kodo")
-app.conf.update(celery_settings(Settings.from_env()))
+app = producer_app(Settings.from_env())

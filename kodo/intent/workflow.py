@@ -206,9 +206,8 @@ def begin_run(c: Conn, workflow_id: str) -> dict[str, Any]:
 def compile_step(c: Conn, ctx: dict[str, Any]) -> dict[str, Any]:
     started = _now()
     attempt = _next_attempt(c, ctx, "CompileST")
-    plan = planner.plan(
-        context.settings(), ctx, attempt, planner.step_ledger(c)
-    )  # the model call, ledgered on its own
+    # The model call; its ledger row commits on its own first, or with this step in replay mode.
+    plan = planner.plan(context.settings(), ctx, attempt, planner.step_ledger(c))
     artifacts.put(
         c,
         ctx["runId"],
@@ -233,9 +232,7 @@ def apply_patch_step(c: Conn, ctx: dict[str, Any], plan: dict[str, Any]) -> dict
 def decide_step(c: Conn, ctx: dict[str, Any], patched: dict[str, Any]) -> dict[str, Any]:
     started = _now()
     attempt = _next_attempt(c, ctx, "DecideST")
-    decision = planner.decide(
-        context.settings(), ctx, patched, attempt, planner.step_ledger(c)
-    )  # ledgered on its own
+    decision = planner.decide(context.settings(), ctx, patched, attempt, planner.step_ledger(c))
     patches = [
         (i, Artifact("patch", f"{patch['path']}.patch", patch, sha256_hex(patch)))
         for i, patch in enumerate(decision["structured"]["patch"])

@@ -22,18 +22,30 @@ def _recorded(rt: Runtime, wid: str) -> list[str]:
     return [s["function_name"] for s in rt.client.steps(wid)]
 
 
-def test_a_kill_inside_a_batch_loses_all_of_it_and_the_next_delivery_runs_it_once(
-    rt: Runtime, sql: Sql, start_worker: Worker
-) -> None:
-    first = start_worker(name="dies", faults="step.started@t.tx_last")
-    wid = "batch-open"
+def _hang_at(rt: Runtime, start_worker: Worker, fault: str, wid: str) -> procs.WorkerProc:
+    """Start `t.batched` as `wid` on a worker that hangs at `fault` (until the test kills it)."""
+    first = start_worker(name="dies", faults=fault)
     rt.client.start(t.batched, workflow_id=wid)
-    first.wait_fault()  # inside the third transaction: the others ran in the same open batch
-    assert _recorded(rt, wid) == []  # no checkpoint is visible, the pure step's neither: one batch
-    assert effects_of(sql, wid) == {}  # nor their product writes
+    first.wait_fault()
+    return first
+
+
+def _recover(rt: Runtime, start_worker: Worker, first: procs.WorkerProc, wid: str) -> None:
+    """kill -9 the hung worker; a fresh one runs the workflow to SUCCESS."""
     first.kill9()
     start_worker(name="recovers")
     assert rt.client.wait(wid, 60)["status"] == "SUCCESS"
+
+
+def test_a_kill_inside_a_batch_loses_all_of_it_and_the_next_delivery_runs_it_once(
+    rt: Runtime, sql: Sql, start_worker: Worker
+) -> None:
+    wid = "batch-open"
+    # Inside the third transaction: the others ran in the same open batch.
+    first = _hang_at(rt, start_worker, "step.started@t.tx_last", wid)
+    assert _recorded(rt, wid) == []  # no checkpoint is visible, the pure step's neither: one batch
+    assert effects_of(sql, wid) == {}  # nor their product writes
+    _recover(rt, start_worker, first, wid)
     assert _recorded(rt, wid) == ["t.tx_effect", "t.tx_effect", "t.pure_label", "t.tx_last", "t.plain_effect"]
     assert json.loads(rt.client.get(wid)["output"]) == ["b1", "b2", "pure p", "b3", "b4"]
     assert effects_of(sql, wid) == {"b1": 1, "b2": 1, "b3": 1, "b4": 1}
@@ -42,15 +54,11 @@ def test_a_kill_inside_a_batch_loses_all_of_it_and_the_next_delivery_runs_it_onc
 def test_a_plain_step_commits_the_batch_before_its_function_runs(
     rt: Runtime, sql: Sql, start_worker: Worker
 ) -> None:
-    first = start_worker(name="dies", faults="step.started@t.plain_effect")
     wid = "batch-committed"
-    rt.client.start(t.batched, workflow_id=wid)
-    first.wait_fault()  # in the plain step, before its function
+    first = _hang_at(rt, start_worker, "step.started@t.plain_effect", wid)  # before its function
     assert _recorded(rt, wid) == ["t.tx_effect", "t.tx_effect", "t.pure_label", "t.tx_last"]
     assert effects_of(sql, wid) == {"b1": 1, "b2": 1, "b3": 1}
-    first.kill9()
-    start_worker(name="recovers")
-    assert rt.client.wait(wid, 60)["status"] == "SUCCESS"
+    _recover(rt, start_worker, first, wid)
     assert effects_of(sql, wid) == {"b1": 1, "b2": 1, "b3": 1, "b4": 1}  # the batch was not run again
 
 
